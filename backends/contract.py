@@ -1,0 +1,160 @@
+"""The backend contract: the iommufd ioctl ABI, wherever the ioctls run.
+
+A backend is "a kernel": it has file descriptors, user memory and ioctls. The
+arguments are the bytes the kernel would see (cffi structs from
+``uapi_headers.ffi``), and failures are ``OSError`` with the kernel's errno, so
+one scenario suite, one helper layer and one comparison work on every backend.
+
+Addresses handed to a backend (``user_va``, ``data_uptr``, ...) are addresses in
+*that backend's* user memory: get them from :meth:`Backend.alloc`,
+:meth:`Backend.mmap` or :meth:`Backend.memfd` and fill them with :meth:`Backend.poke`.
+"""
+
+from __future__ import annotations
+
+import abc
+import mmap as _mmap
+import os
+from types import TracebackType
+from typing import Any, Self
+
+# An ioctl argument: None (a NULL pointer), a plain integer (ioctls that take a
+# value, such as VFIO_CHECK_EXTENSION), or a cffi cdata pointer/array whose
+# whole buffer (len(ffi.buffer(arg))) is what the kernel may read and write.
+IoctlArg = Any
+
+PROT_READ = _mmap.PROT_READ
+PROT_WRITE = _mmap.PROT_WRITE
+PROT_EXEC = _mmap.PROT_EXEC
+MAP_SHARED = _mmap.MAP_SHARED
+MAP_PRIVATE = _mmap.MAP_PRIVATE
+
+
+class BackendError(RuntimeError):
+    """The backend itself failed (not an errno of the kernel): a one-line message."""
+
+
+class Features:
+    """Names of what a backend offers; tests declare what they need with
+    ``@pytest.mark.requires(...)``."""
+
+    SELFTEST = "selftest"          # IOMMU_TEST_CMD and its mock devices (CONFIG_IOMMUFD_TEST)
+    FAIL_NTH = "fail_nth"          # /proc/thread-self/fail-nth fault injection
+    VFIO_CDEV = "vfio_cdev"        # /dev/vfio/devices/* bound to vfio-pci
+    VFIO_COMPAT = "vfio_compat"    # VFIO type1 compat ioctls on the iommufd fd
+    INTEL_VTD = "intel_vtd"        # a real or emulated VT-d
+    SMMUV3 = "smmuv3"              # a real or emulated SMMUv3
+    HUGEPAGES = "hugepages"        # THP / hugetlb backed user memory
+    FORK = "fork"                  # scenarios that fork a child process
+    MM_EXIT = "mm_exit"            # scenarios that need another process's mm to exit
+    MEMFD = "memfd"                # memfd_create-backed memory
+    CAP_SYS_RESOURCE = "cap_sys_resource"  # RLIMIT_MODE needs it
+
+
+class Backend(abc.ABC):
+    """One place where iommufd ioctls run. Use as a context manager."""
+
+    #: the spec string this backend was opened with ("mock", "kernel", "qemu:x86_64")
+    spec: str = ""
+    #: feature names (see :class:`Features`)
+    features: frozenset[str] = frozenset()
+    #: the user page size of the backend's memory
+    page_size: int = 4096
+    #: the THP huge page size (hpage_pmd_size) of the backend's memory
+    hugepage_size: int = 2 * 1024 * 1024
+
+    # -- lifecycle -------------------------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Release everything the backend holds (fds, memory, guests). Idempotent."""
+        return None
+
+    def describe(self) -> str:
+        """A one-line description for reports: kernel version, machine."""
+        return self.spec
+
+    @property
+    def kernel_release(self) -> str:
+        """The kernel release the ioctls run on (``uname -r``), or ``"mock"``."""
+        return "mock"
+
+    # -- files -----------------------------------------------------------
+    @abc.abstractmethod
+    def open(self, path: str, flags: int = os.O_RDWR) -> int:
+        """open(2) ``path`` (``/dev/iommu``, a VFIO cdev); returns the fd."""
+
+    @abc.abstractmethod
+    def close(self, fd: int) -> None:
+        """close(2); raises OSError as the kernel would."""
+
+    @abc.abstractmethod
+    def ioctl(self, fd: int, request: int, arg: IoctlArg = None) -> int:
+        """ioctl(2): ``arg`` is read and written in place; returns the return value."""
+
+    @abc.abstractmethod
+    def read(self, fd: int, length: int) -> bytes:
+        """read(2) from an event queue or access fd."""
+
+    @abc.abstractmethod
+    def write(self, fd: int, data: bytes) -> int:
+        """write(2) to an event queue fd (page responses)."""
+
+    @abc.abstractmethod
+    def mmap(self, fd: int, length: int, offset: int = 0,
+             prot: int = PROT_READ | PROT_WRITE, flags: int = MAP_SHARED) -> int:
+        """mmap(2) of a backend fd (vIOMMU regions, memfds); returns the address."""
+
+    @abc.abstractmethod
+    def munmap(self, addr: int, length: int) -> None:
+        """munmap(2) part or all of a mapping in the backend's memory."""
+
+    # -- user memory -----------------------------------------------------
+    @abc.abstractmethod
+    def alloc(self, length: int, *, align: int = 0, shared: bool = True,
+              hugepage: bool = False) -> int:
+        """Anonymous user memory (zeroed); returns its address in the backend.
+
+        ``align`` defaults to the page size; ``shared`` selects MAP_SHARED
+        (the kernel's tests use shared anonymous memory); ``hugepage`` asks for
+        THP backing (MADV_HUGEPAGE) where the backend has it.
+        """
+
+    @abc.abstractmethod
+    def peek(self, addr: int, length: int) -> bytes:
+        """Read ``length`` bytes of the backend's user memory."""
+
+    @abc.abstractmethod
+    def poke(self, addr: int, data: bytes) -> None:
+        """Write bytes into the backend's user memory."""
+
+    @abc.abstractmethod
+    def memfd(self, length: int, name: str = "iommufd-harness") -> int:
+        """memfd_create(2) + ftruncate(2) to ``length``; returns the fd."""
+
+    @abc.abstractmethod
+    def ftruncate(self, fd: int, length: int) -> None:
+        """ftruncate(2) a memfd."""
+
+    # -- fault injection -------------------------------------------------
+    def fail_nth_write(self, n: int) -> None:
+        """Arm the N-th fault point of this task (``/proc/thread-self/fail-nth``); 0 disarms."""
+        raise BackendError(f"{self.spec}: no fail_nth fault injection")
+
+    def fail_nth_read(self) -> int:
+        """Read back fail-nth: 0 once the fault fired, N>0 if the N-th point was not reached."""
+        raise BackendError(f"{self.spec}: no fail_nth fault injection")
+
+    # -- helpers every backend shares ------------------------------------
+    def has(self, *features: str) -> bool:
+        """True when the backend offers every named feature."""
+        return all(f in self.features for f in features)
+
+    def missing(self, *features: str) -> list[str]:
+        """The named features this backend lacks."""
+        return [f for f in features if f not in self.features]
