@@ -150,6 +150,24 @@ class Backend(abc.ABC):
         """Read back fail-nth: 0 once the fault fired, N>0 if the N-th point was not reached."""
         raise BackendError(f"{self.spec}: no fail_nth fault injection")
 
+    # -- processes -------------------------------------------------------
+    def fork_child(self) -> Backend:
+        """fork(2): a backend whose calls run in a child process of this one.
+
+        The child inherits the fds and the memory (shared mappings stay shared). Its
+        ``shutdown()`` makes the child exit(0) and reaps it, so a scenario can leave
+        objects created "by another mm" behind (the kernel's fork_gone / fork_present).
+        """
+        raise BackendError(f"{self.spec}: cannot fork a child process")
+
+    def getpid(self) -> int:
+        """The pid of the process the calls run in."""
+        raise BackendError(f"{self.spec}: has no process id")
+
+    def proc_status(self, field: str, pid: int = 0) -> int:
+        """A ``/proc/<pid>/status`` value such as ``VmPin`` (kB); pid 0 is this process."""
+        raise BackendError(f"{self.spec}: has no /proc/<pid>/status")
+
     # -- helpers every backend shares ------------------------------------
     def has(self, *features: str) -> bool:
         """True when the backend offers every named feature."""

@@ -1,0 +1,65 @@
+"""A KTAP v1 report of a run, in the kselftest style, with the ``# Totals:`` line.
+
+Outcomes map onto KTAP as the kernel's kselftest.h prints them: pass ``ok``, fail and
+error ``not ok``, skip ``ok ... # SKIP``, xfail ``ok ... # XFAIL``, xpass
+``ok ... # XPASS``. Known kernel issues are xfails whose reason starts with
+``known issue``, so a reader sees them as such.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+OUTCOMES = ("pass", "fail", "xfail", "xpass", "skip", "error")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case as the report shows it."""
+
+    name: str
+    outcome: str  # one of OUTCOMES
+    reason: str = ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def case_line(number: int, result: CaseResult) -> str:
+    """The KTAP result line of one case."""
+    reason = _one_line(result.reason)
+    if result.outcome == "pass":
+        return f"ok {number} {result.name}"
+    if result.outcome == "skip":
+        return f"ok {number} {result.name} # SKIP {reason}".rstrip()
+    if result.outcome == "xfail":
+        return f"ok {number} {result.name} # XFAIL {reason}".rstrip()
+    if result.outcome == "xpass":
+        return f"ok {number} {result.name} # XPASS {reason}".rstrip()
+    line = f"not ok {number} {result.name}"
+    if result.outcome == "error":
+        line += " # error"
+    return line
+
+
+def totals_line(results: list[CaseResult]) -> str:
+    """kselftest's summary line: ``# Totals: pass:N fail:N xfail:N xpass:N skip:N error:N``."""
+    counts = Counter(r.outcome for r in results)
+    return "# Totals: " + " ".join(f"{o}:{counts.get(o, 0)}" for o in OUTCOMES)
+
+
+def render(results: list[CaseResult], header: list[str] | None = None) -> str:
+    """The whole report: version line, plan, optional ``#`` header lines, cases, totals."""
+    lines = ["KTAP version 1", f"1..{len(results)}"]
+    lines += [f"# {_one_line(h)}" for h in header or []]
+    lines += [case_line(i, r) for i, r in enumerate(results, start=1)]
+    lines.append(totals_line(results))
+    return "\n".join(lines) + "\n"
+
+
+def write(path: Path, results: list[CaseResult], header: list[str] | None = None) -> None:
+    """Write the report to ``path`` (the parent directory must exist)."""
+    path.write_text(render(results, header))
