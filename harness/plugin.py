@@ -89,7 +89,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend_spec", specs, ids=specs, indirect=True, scope="session")
     marker = metafunc.definition.get_closest_marker(kselftest.MARKER)
     variants = marker.kwargs.get("variants") if marker is not None else None
-    if variants and "variant_name" in metafunc.fixturenames:
+    if variants:
+        # Like TEST_F, every case of the group runs under every variant, whether or not
+        # the function asks for the variant's fields.
+        if "variant_name" not in metafunc.fixturenames:
+            metafunc.fixturenames.append("variant_name")
         names = list(variants)
         metafunc.parametrize("variant_name", names, ids=names, indirect=True)
 

@@ -1,0 +1,87 @@
+"""Mock backend benchmarks (issue: the mock IOMMU, part 1).
+
+1. The wall time of the ported suites on the mock (target: under 5 s on 2 cores).
+2. IOAS_MAP + IOAS_UNMAP per-operation time in an IOAS already holding 1,000 and
+   100,000 areas (target: the 100k figure within 2x of the 1k one).
+
+Run: ``python3 benchmarks/bench_mock.py [--areas 1000,100000] [--ops 2000] [--no-suite]``.
+Prints figures; it asserts nothing (performance is judged here, never in timed tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import uapi_headers as u
+from backends import open_backend
+from harness.helpers import Iommufd, new_cmd
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE_GROUPS = ("test_iommufd.py", "test_change_process.py", "test_iommufd_ioas.py",
+                "test_iommufd_mock_domain.py", "test_vfio_compat_mock_domain.py")
+
+
+def suite_time() -> float:
+    """Wall time of ``pytest`` over the ported groups on the mock, in a fresh process."""
+    files = [str(ROOT / "tests" / "iommufd" / name) for name in SUITE_GROUPS
+             if (ROOT / "tests" / "iommufd" / name).exists()]
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--backend", "mock", *files],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr)
+    return elapsed
+
+
+def per_op_time(areas: int, ops: int) -> float:
+    """Mean seconds of one MAP + one UNMAP in an IOAS already holding ``areas`` areas."""
+    with open_backend("mock") as backend, Iommufd.open(backend) as fd:
+        page = backend.page_size
+        buf = backend.alloc(page)
+        ioas_id = fd.ioas_alloc()
+        flags = (u.IOMMU_IOAS_MAP_FIXED_IOVA | u.IOMMU_IOAS_MAP_READABLE
+                 | u.IOMMU_IOAS_MAP_WRITEABLE)
+        cmd = new_cmd("iommu_ioas_map", {"ioas_id": ioas_id, "flags": flags,
+                                         "user_va": buf, "length": page})
+        # Areas every other page, so that the holes between them can be mapped below.
+        for index in range(areas):
+            cmd.iova = (2 * index) * page
+            fd.ioctl(u.IOMMU_IOAS_MAP, cmd)
+        unmap = new_cmd("iommu_ioas_unmap", {"ioas_id": ioas_id, "length": page})
+        holes = [(2 * random.randrange(areas) + 1) * page for _ in range(ops)]
+        start = time.perf_counter()
+        for iova in holes:
+            cmd.iova = iova
+            fd.ioctl(u.IOMMU_IOAS_MAP, cmd)
+            unmap.iova = iova
+            unmap.length = page
+            fd.ioctl(u.IOMMU_IOAS_UNMAP, unmap)
+        return (time.perf_counter() - start) / (2 * ops)
+
+
+def main() -> int:
+    """Print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--areas", default="1000,100000")
+    parser.add_argument("--ops", type=int, default=2000)
+    parser.add_argument("--no-suite", action="store_true")
+    args = parser.parse_args()
+    if not args.no_suite:
+        print(f"mock suite wall time: {suite_time():.2f} s (target < 5 s)")
+    counts = [int(n) for n in args.areas.split(",")]
+    times = {n: per_op_time(n, args.ops) for n in counts}
+    for n, seconds in times.items():
+        print(f"IOAS with {n:>7} areas: {seconds * 1e6:8.1f} us per MAP/UNMAP")
+    if len(counts) >= 2:
+        ratio = times[counts[-1]] / times[counts[0]]
+        print(f"ratio {counts[-1]} / {counts[0]} areas: {ratio:.2f}x (target <= 2x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The ``iommufd-harness`` command.
+
+``iommufd-harness run [--backend SPEC] [--ktap FILE] [PYTEST ARGS...]``
+    run the iommufd scenario suite (tests/iommufd) on a backend (default mock).
+``iommufd-harness vm build|boot|shell [...]``
+    build, boot, or get a shell on a QEMU test guest (see vm_images.cli).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+SUITE_DIR = Path(__file__).resolve().parent.parent / "tests" / "iommufd"
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    import pytest
+
+    if not SUITE_DIR.is_dir():
+        print(f"iommufd-harness: the suite is not at {SUITE_DIR}; install from a source "
+              "checkout (pip install -e .)", file=sys.stderr)
+        return 2
+    argv = [str(SUITE_DIR), "-q"]
+    for spec in args.backend or []:
+        argv += ["--backend", spec]
+    if args.ktap:
+        argv += ["--ktap", args.ktap]
+    return int(pytest.main(argv + extra))
+
+
+def _vm(extra: list[str]) -> int:
+    from vm_images import cli as vm_cli
+
+    return vm_cli.main(extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used for --help)."""
+    parser = argparse.ArgumentParser(
+        prog="iommufd-harness",
+        description="Kernel-selftest-style tests of the Linux iommufd uAPI.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run the iommufd suite (extra args go to pytest)")
+    run.add_argument("--backend", action="append", metavar="SPEC",
+                     help="mock (default), kernel, qemu:x86_64, qemu:aarch64; repeatable")
+    run.add_argument("--ktap", metavar="FILE", help="write a KTAP v1 report")
+    commands.add_parser("vm", help="build|boot|shell a QEMU test guest", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["vm"]:
+        return _vm(args_list[1:])
+    parser = build_parser()
+    args, extra = parser.parse_known_args(args_list)
+    return _run(args, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
