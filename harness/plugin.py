@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-import uapi_headers as u
 from backends import BACKEND_SPECS, Backend, BackendError, Features, open_backend, parse_spec
 from harness import known_issues, kselftest, ktap
-from harness.helpers.core import Iommufd, SelftestGlobals, new_cmd
+from harness.helpers.core import Iommufd, SelftestGlobals
+from harness.helpers.selftest import check_refs
 
 SPECS_KEY = pytest.StashKey[list[str]]()
 NAMES_KEY = pytest.StashKey[dict[str, str]]()
@@ -144,16 +144,11 @@ def kglobals(backend: Backend) -> SelftestGlobals:
     return SelftestGlobals.create(backend)
 
 
-def check_refs(backend: Backend, globals_: SelftestGlobals) -> None:
+def check_no_pins(backend: Backend, globals_: SelftestGlobals) -> None:
     """The kernel fixtures' teardown: no page of ``buffer`` may stay pinned."""
     with Iommufd.open(backend) as fd:
-        cmd = new_cmd("iommu_test_cmd", {
-            "op": u.IOMMU_TEST_OP_MD_CHECK_REFS,
-            "check_refs": {"length": globals_.buffer_size, "uptr": globals_.buffer,
-                           "refs": 0},
-        })
         try:
-            fd.ioctl(u.IOMMU_TEST_CMD, cmd)
+            check_refs(fd, globals_.buffer, globals_.buffer_size, 0)
         except OSError as error:
             raise AssertionError(f"pages of the shared buffer are still pinned: {error}") from None
 
@@ -165,7 +160,7 @@ def iommufd(backend: Backend, kglobals: SelftestGlobals) -> Iterator[Iommufd]:
     yield opened
     opened.close()
     if backend.has(Features.SELFTEST):
-        check_refs(backend, kglobals)
+        check_no_pins(backend, kglobals)
 
 
 @pytest.fixture
@@ -190,15 +185,16 @@ def _iommufd_case(request: pytest.FixtureRequest) -> None:
     # Capability skips and known-issue xfails need the backend, so only ported or
     # feature-marked tests touch it.
     item = request.node
-    requires = item.get_closest_marker("requires")
+    # Module, class and function markers add up: each names features it needs.
+    requires = list(item.iter_markers("requires"))
     name = kselftest.name_of(item)
-    if requires is None and name is None:
+    if not requires and name is None:
         return
     active: Backend = request.getfixturevalue("backend")
-    if requires is not None:
-        missing = active.missing(*requires.args)
+    for marker in reversed(requires):  # the outermost reason first
+        missing = active.missing(*marker.args)
         if missing:
-            why = requires.kwargs.get("reason", "")
+            why = marker.kwargs.get("reason", "")
             pytest.skip(f"backend {active.spec} lacks {', '.join(missing)}"
                         + (f": {why}" if why else ""))
     if name is not None:

@@ -1,5 +1,6 @@
 """The helper layer: readable calls for scenarios, identical on every backend."""
 
+from harness.helpers.access import Access, check_access_rw, create_access
 from harness.helpers.core import (
     DEV_IOMMU,
     Iommufd,
@@ -8,6 +9,40 @@ from harness.helpers.core import (
     expect_errno,
     new_cmd,
 )
+from harness.helpers.ioas import (
+    MAP_RW,
+    UNMAP_ALL_LENGTH,
+    Ioas,
+    IovaRange,
+    IovaRanges,
+    change_process,
+    option_get,
+    option_set,
+    read_iova_ranges,
+    write_iova_ranges,
+)
+from harness.helpers.selftest import (
+    DEFAULT_MEMORY_LIMIT,
+    MockChecks,
+    MockDomain,
+    add_reserved,
+    check_map,
+    check_refs,
+    dev_check_cache,
+    dev_check_cache_all,
+    hwpt_alloc,
+    hwpt_check_iotlb,
+    hwpt_check_iotlb_all,
+    memfd_mmap,
+    mock_domain,
+    mock_domain_flags,
+    mock_domain_replace,
+    run_test_cmd,
+    set_default_memory_limit,
+    set_temp_memory_limit,
+    test_cmd,
+)
+from harness.helpers.vfio_compat import TYPE1_RW, Type1Container, vfio_ioas
 
 __all__ = [
     "DEV_IOMMU",
@@ -16,4 +51,47 @@ __all__ = [
     "errno_name",
     "expect_errno",
     "new_cmd",
+]
+
+# The IOMMU_TEST_CMD helpers (harness.helpers.selftest).
+__all__ += [
+    "DEFAULT_MEMORY_LIMIT",
+    "MockChecks",
+    "MockDomain",
+    "add_reserved",
+    "check_map",
+    "check_refs",
+    "dev_check_cache",
+    "dev_check_cache_all",
+    "hwpt_alloc",
+    "hwpt_check_iotlb",
+    "hwpt_check_iotlb_all",
+    "memfd_mmap",
+    "mock_domain",
+    "mock_domain_flags",
+    "mock_domain_replace",
+    "run_test_cmd",
+    "set_default_memory_limit",
+    "set_temp_memory_limit",
+    "test_cmd",
+]
+
+# VFIO type1 compat (harness.helpers.vfio_compat).
+__all__ += ["TYPE1_RW", "Type1Container", "vfio_ioas"]
+
+# The IOAS and access-object helpers (harness.helpers.ioas, harness.helpers.access).
+__all__ += [
+    "MAP_RW",
+    "UNMAP_ALL_LENGTH",
+    "Access",
+    "Ioas",
+    "IovaRange",
+    "IovaRanges",
+    "change_process",
+    "check_access_rw",
+    "create_access",
+    "option_get",
+    "option_set",
+    "read_iova_ranges",
+    "write_iova_ranges",
 ]

@@ -1,0 +1,122 @@
+"""The kernel's ``change_process`` fixture group (tools/testing/selftests/iommu/iommufd.c).
+
+IOMMU_IOAS_CHANGE_PROCESS moves the pin accounting (VmPin, and VmLck in the MM rlimit
+mode) of an iommufd's file-backed maps to the calling process; it is refused while an
+anonymous-memory map exists, since those pages belong to the old mm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from errno import EINVAL
+
+import pytest
+
+import uapi_headers as u
+from backends import Features
+from harness import kselftest
+from harness.helpers import (
+    Ioas,
+    Iommufd,
+    SelftestGlobals,
+    change_process,
+    expect_errno,
+    mock_domain,
+    option_set,
+)
+
+
+class IoptPagesAccount(IntEnum):
+    """The kernel's accounting modes (io_pagetable.h; the selftest keeps its own copy)."""
+
+    IOPT_PAGES_ACCOUNT_NONE = 0
+    IOPT_PAGES_ACCOUNT_USER = 1
+    IOPT_PAGES_ACCOUNT_MM = 2
+
+
+@dataclass(frozen=True)
+class ChangeProcessVariant:
+    """FIXTURE_VARIANT(change_process)."""
+
+    accounting: IoptPagesAccount
+
+
+VARIANTS = {
+    "account_none": ChangeProcessVariant(IoptPagesAccount.IOPT_PAGES_ACCOUNT_NONE),
+    "account_user": ChangeProcessVariant(IoptPagesAccount.IOPT_PAGES_ACCOUNT_USER),
+    "account_mm": ChangeProcessVariant(IoptPagesAccount.IOPT_PAGES_ACCOUNT_MM),
+}
+
+pytestmark = kselftest.fixture("change_process", VARIANTS)
+
+
+@dataclass
+class ChangeProcessFixture:
+    """FIXTURE(change_process)."""
+
+    fd: Iommufd
+    ioas: Ioas
+    g: SelftestGlobals
+    variant: ChangeProcessVariant
+
+
+@pytest.fixture(name="self")
+def change_process_fixture(iommufd: Iommufd, kglobals: SelftestGlobals,
+                           variant: ChangeProcessVariant) -> Iterator[ChangeProcessFixture]:
+    """FIXTURE_SETUP(change_process); the teardown is the iommufd fixture's close and
+    pin-leak check.
+
+    The kernel's setup also drops CAP_IPC_LOCK, without which pages are never accounted
+    (pages.c gives a capable task IOPT_PAGES_ACCOUNT_NONE); the backend contract has no
+    such call yet, so a kernel backend must run the case without that capability.
+    """
+    if variant.accounting != IoptPagesAccount.IOPT_PAGES_ACCOUNT_NONE:
+        if not iommufd.backend.has(Features.CAP_SYS_RESOURCE):
+            pytest.skip("setting IOMMU_OPTION_RLIMIT_MODE needs CAP_SYS_RESOURCE")
+        option_set(iommufd, u.IOMMU_OPTION_RLIMIT_MODE,
+                   int(variant.accounting == IoptPagesAccount.IOPT_PAGES_ACCOUNT_MM))
+    ioas = Ioas.alloc(iommufd)
+    # A domain, so that every map is pinned (and accounted) at once.
+    mock_domain(iommufd, ioas.id)
+    yield ChangeProcessFixture(iommufd, ioas, kglobals, variant)
+
+
+@pytest.mark.requires(Features.SELFTEST, Features.FORK, reason="needs a second process's mm")
+def test_basic(self: ChangeProcessFixture) -> None:
+    backend, page = self.fd.backend, self.g.page_size
+    parent = backend.getpid()
+    mm_mode = self.variant.accounting == IoptPagesAccount.IOPT_PAGES_ACCOUNT_MM
+
+    # Refused while a map of (anonymous) non-file memory exists.
+    iova = self.ioas.map(self.g.buffer, page)
+    with expect_errno(EINVAL):
+        change_process(self.fd)
+    self.ioas.unmap(iova, page)
+
+    # With only file maps it works, here in the same process ...
+    self.ioas.map_file(self.g.mfd, 0, page)
+    change_process(self.fd)
+
+    # ... and in a child, which then carries the accounting.
+    child = backend.fork_child()
+    try:
+        me = child.getpid()
+        nlock = page // 1024  # /proc/<pid>/status counts kB
+
+        assert child.proc_status("VmPin", parent) == nlock
+        if mm_mode:
+            assert child.proc_status("VmLck", parent) == nlock
+        assert child.proc_status("VmPin", me) == 0
+        assert child.proc_status("VmLck", me) == 0
+
+        change_process(Iommufd(child, self.fd.fd))
+
+        assert child.proc_status("VmPin", parent) == 0
+        assert child.proc_status("VmLck", parent) == 0
+        assert child.proc_status("VmPin", me) == nlock
+        if mm_mode:
+            assert child.proc_status("VmLck", me) == nlock
+    finally:
+        child.shutdown()
