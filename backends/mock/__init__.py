@@ -1,0 +1,32 @@
+"""The ``mock`` backend: an in-Python model of the kernel's iommufd core and its
+selftest mock IOMMU driver, faithful at the ABI level (structs in, errno and struct
+fields out).
+
+The modules mirror drivers/iommu/iommufd/ so a reader of the kernel finds their way:
+
+=================  ==========================================================
+main               the iommufd file: context, object lifecycle, ioctl dispatch
+objects            object types and the per-fd ID table (the objects xarray)
+ioas               the IOAS object and its ioctls
+io_pagetable       areas, reserved/allowed IOVA, IOVA allocation, domains
+pages              iopt_pages: pinning, pin counts, accounting
+device             bound devices, attach / replace / detach, GET_HW_INFO
+hw_pagetable       HWPT objects and their ioctls
+access             in-kernel IOAS users (pin pages, rw, unmap notification)
+vfio_compat        VFIO type1/type1v2 container emulation
+selftest           IOMMU_TEST_CMD ops
+mock_driver        the mock IOMMU driver: devices and 2 KiB-page domains
+iommu              the IOMMU core's domain and its IO page table
+viommu, eventq     vIOMMU / queues: their early checks (later issues)
+mm, uaccess        simulated user memory; copy_{from,to}_user
+task, files        the current task (caps, rlimits, counters) and its fd table
+fault              fail-nth fault injection at the kernel's should_fail sites
+interval_tree      O(log n) interval sets and the free-IOVA hole tree
+kernel             the machine-wide state shared by all of the above
+backend            MockBackend: the backend contract on top
+=================  ==========================================================
+"""
+
+from backends.mock.backend import MockBackend
+
+__all__ = ["MockBackend"]

@@ -1,0 +1,428 @@
+"""Bound devices and their attachments (device.c, the device half).
+
+A device is bound to the fd (``iommufd_device_bind``: an ID, a group, DMA ownership)
+and attached per (group, PASID) to a HWPT: ``attach`` takes a users reference on the
+HWPT, ``replace`` moves the references to the new HWPT only once the driver accepted
+it (a failed replace changes nothing), ``detach`` drops them. Attaching to an IOAS
+picks an automatic domain: the first compatible auto HWPT of that IOAS, or a new one
+that is destroyed again when its last device leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from errno import EBUSY, EINVAL, ENOMEM, EOPNOTSUPP
+from typing import TYPE_CHECKING, cast
+
+import uapi_headers as u
+from backends.mock import mock_driver
+from backends.mock.errors import kerr
+from backends.mock.fault import ATTACH_ALLOC, GROUP_ALLOC, HANDLE_ALLOC
+from backends.mock.iommu import IOMMU_NO_PASID
+from backends.mock.objects import IommufdObject, ObjType
+
+if TYPE_CHECKING:
+    from backends.mock.hw_pagetable import HwptPaging, IommufdHwPagetable
+    from backends.mock.ioas import IommufdIoas
+    from backends.mock.main import IommufdCtx, Ucmd
+    from backends.mock.mock_driver import MockDev
+
+
+class IommufdAttach:
+    """``struct iommufd_attach``: the HWPT of one (group, PASID) and its devices."""
+
+    def __init__(self) -> None:
+        self.hwpt: IommufdHwPagetable | None = None
+        self.device_array: dict[int, IommufdDevice] = {}
+
+
+class IommufdGroup:
+    """``struct iommufd_group``: iommufd's per-iommu_group state in one context."""
+
+    def __init__(self, ictx: IommufdCtx, group: mock_driver.IommuGroup) -> None:
+        self.ref = 1
+        self.ictx = ictx
+        self.group = group
+        self.pasid_attach: dict[int, IommufdAttach] = {}
+
+    def put(self) -> None:
+        """iommufd_put_group()."""
+        self.ref -= 1
+        if self.ref:
+            return
+        self.ictx.kernel.warn_on(bool(self.pasid_attach), "iommufd_group_release")
+        if self.ictx.groups.get(self.group.id) is self:
+            del self.ictx.groups[self.group.id]
+
+
+class IommufdDevice(IommufdObject):
+    """``struct iommufd_device``: a device bound to the context."""
+
+    obj_type = ObjType.DEVICE
+
+    def __init__(self, ictx: IommufdCtx, dev: MockDev) -> None:
+        super().__init__()
+        self.ictx = ictx
+        self.dev = dev
+        self.igroup: IommufdGroup | None = None
+        self.enforce_cache_coherency = False
+        self.vdev: object | None = None
+        self.destroying = False
+
+    def destroy(self) -> None:
+        """iommufd_device_destroy(): give back DMA ownership and the group."""
+        if self.igroup is None:
+            return
+        group = self.igroup.group
+        if group.owner is self.ictx:
+            group.owner = None
+        self.igroup.put()
+        self.igroup = None
+
+
+def _get_group(ictx: IommufdCtx, dev: MockDev) -> IommufdGroup:
+    """iommufd_get_group(): the context's igroup for the device's iommu_group."""
+    igroup = ictx.groups.get(dev.group.id)
+    if igroup is not None:
+        igroup.ref += 1
+        return igroup
+    if ictx.kernel.should_fail(GROUP_ALLOC):
+        raise kerr(ENOMEM)
+    igroup = IommufdGroup(ictx, dev.group)
+    ictx.groups[dev.group.id] = igroup
+    return igroup
+
+
+def iommufd_device_bind(ictx: IommufdCtx, dev: MockDev) -> IommufdDevice:
+    """iommufd_device_bind(): the caller keeps a users reference until unbind."""
+    idev = ictx.object_alloc(IommufdDevice(ictx, dev))
+    try:
+        if not mock_driver.mock_domain_capable(dev, mock_driver.IOMMU_CAP_CACHE_COHERENCY):
+            raise kerr(EINVAL)
+        igroup = _get_group(ictx, dev)
+        group = dev.group
+        if group.owner is not None and group.owner is not ictx:
+            igroup.put()
+            raise kerr(EBUSY)
+        group.owner = ictx
+        idev.igroup = igroup
+        idev.enforce_cache_coherency = mock_driver.mock_domain_capable(
+            dev, mock_driver.IOMMU_CAP_ENFORCE_CACHE_COHERENCY)
+    except OSError:
+        ictx.object_abort_and_destroy(idev)
+        raise
+    idev.users += 1
+    ictx.object_finalize(idev)
+    return idev
+
+
+def iommufd_device_unbind(idev: IommufdDevice) -> None:
+    """iommufd_device_unbind()."""
+    idev.ictx.destroy_user(idev)
+
+
+def find_hwpt_paging(hwpt: IommufdHwPagetable | None) -> HwptPaging | None:
+    """find_hwpt_paging(): the paging HWPT itself, or a nested HWPT's parent."""
+    from backends.mock.hw_pagetable import HwptNested, HwptPaging
+    if isinstance(hwpt, HwptPaging):
+        return hwpt
+    if isinstance(hwpt, HwptNested):
+        return hwpt.parent
+    return None
+
+
+def iommufd_hw_pagetable_put(ictx: IommufdCtx, hwpt: IommufdHwPagetable) -> None:
+    """iommufd_hw_pagetable_put(): an auto domain goes away with its last user."""
+    from backends.mock.hw_pagetable import HwptPaging
+    if isinstance(hwpt, HwptPaging) and hwpt.auto_domain:
+        ictx.put_and_try_destroy(hwpt)
+        return
+    hwpt.users -= 1
+
+
+# -- attach / detach / replace ------------------------------------------------
+
+def _pasid_compat(hwpt: IommufdHwPagetable, igroup: IommufdGroup, pasid: int) -> None:
+    """iommufd_hwpt_pasid_compat()."""
+    if pasid == IOMMU_NO_PASID:
+        if not hwpt.pasid_compat and any(p != IOMMU_NO_PASID for p in igroup.pasid_attach):
+            raise kerr(EINVAL)
+        return
+    if not hwpt.pasid_compat:
+        raise kerr(EINVAL)
+    rid = igroup.pasid_attach.get(IOMMU_NO_PASID)
+    if rid is not None and rid.hwpt is not None and not rid.hwpt.pasid_compat:
+        raise kerr(EINVAL)
+
+
+def _hwpt_set_group_domain(hwpt: IommufdHwPagetable, idev: IommufdDevice,
+                           pasid: int) -> None:
+    """The iommu core's attach/replace of the group (or PASID) to the HWPT's domain."""
+    if pasid != IOMMU_NO_PASID:
+        # PASID attach through the core (iommu_attach_device_pasid) comes later.
+        raise kerr(EOPNOTSUPP)
+    assert hwpt.domain is not None
+    mock_driver.mock_domain_nop_attach(hwpt.domain, idev.dev)
+    idev.dev.group.domain = hwpt.domain
+
+
+def _hwpt_attach_device(hwpt: IommufdHwPagetable, idev: IommufdDevice, pasid: int) -> None:
+    """iommufd_hwpt_attach_device()."""
+    assert idev.igroup is not None
+    _pasid_compat(hwpt, idev.igroup, pasid)
+    if idev.ictx.kernel.should_fail(HANDLE_ALLOC):
+        raise kerr(ENOMEM)
+    _hwpt_set_group_domain(hwpt, idev, pasid)
+
+
+def _hwpt_detach_device(idev: IommufdDevice, pasid: int) -> None:
+    """iommufd_hwpt_detach_device(): back to the blocking domain."""
+    blocking = idev.dev.iommu.blocking_domain
+    mock_driver.mock_domain_nop_attach(blocking, idev.dev)
+    idev.dev.group.domain = blocking
+
+
+def _attach_reserved_iova(idev: IommufdDevice, hwpt_paging: HwptPaging) -> None:
+    """iommufd_device_attach_reserved_iova()."""
+    hwpt_paging.ioas.iopt.enforce_dev_resv_regions(idev.dev)
+
+
+def iommufd_hw_pagetable_attach(hwpt: IommufdHwPagetable, idev: IommufdDevice,
+                                pasid: int) -> None:
+    """iommufd_hw_pagetable_attach(): EBUSY if the device is attached already,
+    EINVAL if its group is attached to another HWPT."""
+    igroup = idev.igroup
+    assert igroup is not None
+    hwpt_paging = find_hwpt_paging(hwpt)
+    attach_resv = hwpt_paging is not None and pasid == IOMMU_NO_PASID
+    attach = igroup.pasid_attach.get(pasid)
+    first = attach is None
+    if attach is None:
+        if idev.ictx.kernel.should_fail(ATTACH_ALLOC):
+            raise kerr(ENOMEM)
+        attach = IommufdAttach()
+    if idev.id in attach.device_array:
+        raise kerr(EBUSY)
+    if attach.hwpt is not None and attach.hwpt is not hwpt:
+        raise kerr(EINVAL)
+    if attach_resv:
+        assert hwpt_paging is not None
+        _attach_reserved_iova(idev, hwpt_paging)
+    if first:
+        try:
+            _hwpt_attach_device(hwpt, idev, pasid)
+        except OSError:
+            if attach_resv:
+                assert hwpt_paging is not None
+                hwpt_paging.ioas.iopt.remove_reserved_iova(idev.dev)
+            raise
+        attach.hwpt = hwpt
+        igroup.pasid_attach[pasid] = attach
+    hwpt.users += 1
+    attach.device_array[idev.id] = idev
+
+
+def iommufd_hw_pagetable_detach(idev: IommufdDevice, pasid: int) -> IommufdHwPagetable | None:
+    """iommufd_hw_pagetable_detach(): returns the HWPT the device left."""
+    igroup = idev.igroup
+    assert igroup is not None
+    attach = igroup.pasid_attach.get(pasid)
+    if attach is None:
+        return None
+    hwpt = attach.hwpt
+    assert hwpt is not None
+    hwpt_paging = find_hwpt_paging(hwpt)
+    attach.device_array.pop(idev.id, None)
+    if not attach.device_array:
+        _hwpt_detach_device(idev, pasid)
+        del igroup.pasid_attach[pasid]
+    if hwpt_paging is not None and pasid == IOMMU_NO_PASID:
+        hwpt_paging.ioas.iopt.remove_reserved_iova(idev.dev)
+    iommufd_hw_pagetable_put(idev.ictx, hwpt)
+    return hwpt
+
+
+def _do_attach(idev: IommufdDevice, pasid: int,
+               hwpt: IommufdHwPagetable) -> IommufdHwPagetable | None:
+    """iommufd_device_do_attach()."""
+    iommufd_hw_pagetable_attach(hwpt, idev, pasid)
+    return None
+
+
+def _group_remove_reserved_iova(igroup: IommufdGroup, hwpt_paging: HwptPaging) -> None:
+    attach = igroup.pasid_attach.get(IOMMU_NO_PASID)
+    if attach is None:
+        return
+    for cur in attach.device_array.values():
+        hwpt_paging.ioas.iopt.remove_reserved_iova(cur.dev)
+
+
+def _do_replace(idev: IommufdDevice, pasid: int,
+                hwpt: IommufdHwPagetable) -> IommufdHwPagetable | None:
+    """iommufd_device_do_replace(): EINVAL when not attached; the same HWPT is a no-op;
+    returns the old HWPT for the caller to put."""
+    igroup = idev.igroup
+    assert igroup is not None
+    hwpt_paging = find_hwpt_paging(hwpt)
+    attach_resv = hwpt_paging is not None and pasid == IOMMU_NO_PASID
+    attach = igroup.pasid_attach.get(pasid)
+    if attach is None:
+        raise kerr(EINVAL)
+    old_hwpt = attach.hwpt
+    assert old_hwpt is not None
+    if idev.id not in attach.device_array:
+        raise kerr(EINVAL)
+    if hwpt is old_hwpt:
+        return None
+    if attach_resv:
+        assert hwpt_paging is not None
+        old_paging = find_hwpt_paging(old_hwpt)
+        try:
+            if old_paging is None or hwpt_paging.ioas is not old_paging.ioas:
+                for cur in attach.device_array.values():
+                    hwpt_paging.ioas.iopt.enforce_dev_resv_regions(cur.dev)
+        except OSError:
+            _group_remove_reserved_iova(igroup, hwpt_paging)
+            raise
+    try:
+        # iommufd_hwpt_replace_device()
+        _pasid_compat(hwpt, igroup, pasid)
+        if idev.ictx.kernel.should_fail(HANDLE_ALLOC):
+            raise kerr(ENOMEM)
+        _hwpt_set_group_domain(hwpt, idev, pasid)
+    except OSError:
+        if attach_resv:
+            assert hwpt_paging is not None
+            _group_remove_reserved_iova(igroup, hwpt_paging)
+        raise
+    old_paging = find_hwpt_paging(old_hwpt)
+    if old_paging is not None and pasid == IOMMU_NO_PASID and (
+            hwpt_paging is None or hwpt_paging.ioas is not old_paging.ioas):
+        _group_remove_reserved_iova(igroup, old_paging)
+    attach.hwpt = hwpt
+    num_devices = len(attach.device_array)
+    # The references held by the device array move to the new HWPT.
+    hwpt.users += num_devices
+    if num_devices > 1:
+        old_hwpt.users -= num_devices - 1
+        idev.ictx.kernel.warn_on(old_hwpt.users <= 0, "do_replace: old hwpt freed")
+    return old_hwpt
+
+
+AttachFn = Callable[[IommufdDevice, int, "IommufdHwPagetable"], "IommufdHwPagetable | None"]
+
+
+def _auto_get_domain(idev: IommufdDevice, pasid: int, ioas: IommufdIoas,
+                     do_attach: AttachFn) -> tuple[IommufdHwPagetable | None, int]:
+    """iommufd_device_auto_get_domain(): reuse a compatible auto domain of the IOAS
+    (EINVAL means incompatible: try the next), else allocate one."""
+    from backends.mock.hw_pagetable import iommufd_hwpt_paging_alloc
+    ictx = idev.ictx
+    immediate_attach = do_attach is _do_attach
+    for hwpt_paging in list(ioas.hwpt_list):
+        if not hwpt_paging.auto_domain or hwpt_paging.users == 0:
+            continue
+        hwpt_paging.users += 1
+        try:
+            destroy_hwpt = do_attach(idev, pasid, hwpt_paging)
+        except OSError as error:
+            ictx.put_object(hwpt_paging)
+            if error.errno == EINVAL:
+                continue
+            raise
+        ictx.put_object(hwpt_paging)
+        return destroy_hwpt, hwpt_paging.id
+    hwpt_paging = iommufd_hwpt_paging_alloc(ictx, ioas, idev, pasid, 0, immediate_attach,
+                                            None)
+    destroy_hwpt = None
+    if not immediate_attach:
+        try:
+            destroy_hwpt = do_attach(idev, pasid, hwpt_paging)
+        except OSError:
+            ictx.object_abort_and_destroy(hwpt_paging)
+            raise
+    hwpt_paging.auto_domain = True
+    ictx.object_finalize(hwpt_paging)
+    return destroy_hwpt, hwpt_paging.id
+
+
+def _change_pt(idev: IommufdDevice, pasid: int, pt_id: int, do_attach: AttachFn) -> int:
+    """iommufd_device_change_pt(): ``pt_id`` is a HWPT or an IOAS (auto domain)."""
+    from backends.mock.hw_pagetable import IommufdHwPagetable
+    from backends.mock.ioas import IommufdIoas
+    ictx = idev.ictx
+    pt_obj = ictx.get_object(pt_id, ObjType.ANY)
+    try:
+        if isinstance(pt_obj, IommufdHwPagetable):
+            destroy_hwpt = do_attach(idev, pasid, pt_obj)
+        elif isinstance(pt_obj, IommufdIoas):
+            destroy_hwpt, pt_id = _auto_get_domain(idev, pasid, pt_obj, do_attach)
+        else:
+            raise kerr(EINVAL)
+    finally:
+        ictx.put_object(pt_obj)
+    if destroy_hwpt is not None:
+        iommufd_hw_pagetable_put(ictx, destroy_hwpt)
+    return pt_id
+
+
+def iommufd_device_attach(idev: IommufdDevice, pasid: int, pt_id: int) -> int:
+    """iommufd_device_attach(): returns the HWPT ID the device is now attached to."""
+    pt_id = _change_pt(idev, pasid, pt_id, _do_attach)
+    idev.users += 1
+    return pt_id
+
+
+def iommufd_device_replace(idev: IommufdDevice, pasid: int, pt_id: int) -> int:
+    """iommufd_device_replace(): detach + attach, or no change at all on failure."""
+    return _change_pt(idev, pasid, pt_id, _do_replace)
+
+
+def iommufd_device_detach(idev: IommufdDevice, pasid: int) -> None:
+    """iommufd_device_detach(): back to blocking DMA."""
+    if iommufd_hw_pagetable_detach(idev, pasid) is not None:
+        idev.users -= 1
+
+
+# -- IOMMU_GET_HW_INFO ------------------------------------------------------
+
+def iommufd_get_device(ictx: IommufdCtx, dev_id: int) -> IommufdDevice:
+    """iommufd_get_device(): ENOENT unless ``dev_id`` is a device."""
+    return cast(IommufdDevice, ictx.get_object(dev_id, ObjType.DEVICE))
+
+
+def iommufd_get_hw_info(ucmd: Ucmd) -> int:
+    """IOMMU_GET_HW_INFO: the driver's info blob (tail of a larger buffer zeroed,
+    ``data_len`` set to the kernel's size), capabilities and the PASID width."""
+    cmd = ucmd.cmd
+    if cmd.flags & ~u.IOMMU_HW_INFO_FLAG_INPUT_TYPE:
+        raise kerr(EOPNOTSUPP)
+    if cmd.__reserved[0] or cmd.__reserved[1] or cmd.__reserved[2]:
+        raise kerr(EOPNOTSUPP)
+    if not cmd.flags & u.IOMMU_HW_INFO_FLAG_INPUT_TYPE:
+        cmd.in_data_type = u.IOMMU_HW_INFO_TYPE_DEFAULT
+    ictx = ucmd.ictx
+    idev = iommufd_get_device(ictx, int(cmd.dev_id))
+    try:
+        dev = idev.dev
+        data, data_type = mock_driver.mock_domain_hw_info(ictx.kernel, dev,
+                                                           int(cmd.in_data_type))
+        cmd.out_data_type = data_type
+        user_len = int(cmd.data_len)
+        uptr = int(cmd.data_uptr)
+        copy_len = min(user_len, len(data))
+        ucmd.uaccess.copy_to_user(uptr, data[:copy_len])
+        if copy_len < user_len:
+            ucmd.uaccess.clear_user(uptr + copy_len, user_len - copy_len)
+        cmd.data_len = len(data)
+        caps = 0
+        if mock_driver.mock_domain_capable(dev, mock_driver.IOMMU_CAP_DIRTY_TRACKING):
+            caps |= u.IOMMU_HW_CAP_DIRTY_TRACKING
+        if not mock_driver.mock_domain_capable(dev, mock_driver.IOMMU_CAP_PCI_ATS_SUPPORTED):
+            caps |= u.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED
+        cmd.out_capabilities = caps
+        cmd.out_max_pasid_log2 = dev.max_pasids.bit_length() - 1 if dev.max_pasids else 0
+        ucmd.respond(u.ffi.sizeof(cmd[0]))
+    finally:
+        ictx.put_object(idev)
+    return 0

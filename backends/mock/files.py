@@ -1,0 +1,165 @@
+"""Open files and the task's fd table (``struct file``, ``struct files_struct``)."""
+
+from __future__ import annotations
+
+from errno import EACCES, EBADF, EINVAL, ENODEV, ENOTTY
+
+from backends.mock.errors import kerr
+from backends.mock.mm import PAGE_SIZE, PROT_WRITE, MemFile, Mm
+
+
+class File:
+    """A ``struct file``: reference counted, released on the last put."""
+
+    name = "file"
+
+    def __init__(self) -> None:
+        self.f_count = 1
+        self.released = False
+
+    def get(self) -> None:
+        """get_file()."""
+        self.f_count += 1
+
+    def put(self) -> None:
+        """fput(): the last reference runs ``release``."""
+        self.f_count -= 1
+        if self.f_count == 0 and not self.released:
+            self.released = True
+            self.release()
+
+    def release(self) -> None:
+        """The file's ``release`` fop."""
+
+    def ioctl(self, cmd: int, arg: int) -> int:
+        """The ``unlocked_ioctl`` fop; ``arg`` is the raw unsigned long."""
+        raise kerr(ENOTTY)
+
+    def read(self, length: int) -> bytes:
+        """The ``read`` fop."""
+        raise kerr(EINVAL)
+
+    def write(self, data: bytes) -> int:
+        """The ``write`` fop."""
+        raise kerr(EINVAL)
+
+    def mmap(self, length: int, offset: int, prot: int, shared: bool) -> int:
+        """The ``mmap`` fop; returns the user address."""
+        raise kerr(ENODEV)
+
+
+class FdTable:
+    """The task's descriptors: lowest free number first, from 3 (0-2 are stdio)."""
+
+    FIRST_FD = 3
+
+    def __init__(self) -> None:
+        self._files: dict[int, File | None] = {}
+
+    def get_unused_fd(self) -> int:
+        """get_unused_fd_flags(): reserve the lowest free number."""
+        fd = self.FIRST_FD
+        while fd in self._files:
+            fd += 1
+        self._files[fd] = None
+        return fd
+
+    def put_unused_fd(self, fd: int) -> None:
+        """Give back a reserved number that was never installed."""
+        if self._files.get(fd, 0) is None:
+            del self._files[fd]
+
+    def fd_install(self, fd: int, file: File) -> None:
+        """Publish ``file`` (whose reference the table now owns) at a reserved number."""
+        self._files[fd] = file
+
+    def install(self, file: File) -> int:
+        """get_unused_fd + fd_install."""
+        fd = self.get_unused_fd()
+        self.fd_install(fd, file)
+        return fd
+
+    def lookup(self, fd: int) -> File:
+        """The file behind ``fd`` (no reference taken); EBADF if none."""
+        file = self._files.get(fd)
+        if file is None:
+            raise kerr(EBADF)
+        return file
+
+    def fget(self, fd: int) -> File | None:
+        """fget(): the file with a reference, or None."""
+        file = self._files.get(fd)
+        if file is None:
+            return None
+        file.get()
+        return file
+
+    def close(self, fd: int) -> None:
+        """close(2): drop the table's reference."""
+        file = self._files.get(fd)
+        if file is None:
+            raise kerr(EBADF)
+        del self._files[fd]
+        file.put()
+
+    def fds(self) -> list[int]:
+        """Every open descriptor."""
+        return sorted(fd for fd, f in self._files.items() if f is not None)
+
+
+class MemfdFile(File):
+    """A memfd_create() file: a shmem inode that can be read, written and mapped.
+
+    ``writable`` False models a file opened O_RDONLY: a shared writable mapping of it
+    is EACCES, a private one is fine (writes go to private copies).
+    """
+
+    name = "memfd"
+
+    def __init__(self, memfile: MemFile, mm: Mm, *, writable: bool = True,
+                 shmem: bool = True) -> None:
+        super().__init__()
+        self.memfile = memfile
+        self.mm = mm
+        self.pos = 0
+        self.writable = writable
+        self.shmem = shmem
+        """False for a regular file: memfd_pin_folios() refuses it (EINVAL)."""
+
+    def read(self, length: int) -> bytes:
+        """read(2) at the file position (short at EOF)."""
+        size = self.memfile.size
+        length = max(0, min(length, size - self.pos))
+        out = bytearray()
+        while length:
+            index, offset = divmod(self.pos, PAGE_SIZE)
+            chunk = min(length, PAGE_SIZE - offset)
+            page = self.memfile.pages.get(index)
+            out += bytes(chunk) if page is None else page.read(offset, chunk)
+            self.pos += chunk
+            length -= chunk
+        return bytes(out)
+
+    def write(self, data: bytes) -> int:
+        """write(2) at the file position, growing the file."""
+        if not self.writable:
+            raise kerr(EBADF)
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            index, offset = divmod(self.pos, PAGE_SIZE)
+            chunk = min(len(view) - done, PAGE_SIZE - offset)
+            self.memfile.page(index).write(offset, view[done:done + chunk])
+            self.pos += chunk
+            done += chunk
+        self.memfile.size = max(self.memfile.size, self.pos)
+        return done
+
+    def mmap(self, length: int, offset: int, prot: int, shared: bool) -> int:
+        """shmem mmap: the page cache, or private copies on write with MAP_PRIVATE."""
+        if offset % PAGE_SIZE:
+            raise kerr(EINVAL)
+        if shared and prot & PROT_WRITE and not self.writable:
+            raise kerr(EACCES)
+        return self.mm.mmap(length, prot=prot, shared=shared, obj=self.memfile,
+                            pgoff=offset // PAGE_SIZE)

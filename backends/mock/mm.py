@@ -1,0 +1,423 @@
+"""Simulated user memory: the task's mm, its VMAs, and the physical pages behind them.
+
+Every user page that has been touched has a :class:`PhysPage` with a PFN, so the mock
+IOMMU can compare the PFNs it maps with the PFNs a fresh GUP finds (MD_CHECK_MAP) and
+count FOLL_PIN pins per page (MD_CHECK_REFS). Page contents are kept lazily: a page has
+bytes only once something wrote to it; reading an untouched page gives zeros.
+
+Backing objects follow the kernel's split:
+
+- anonymous memory (shared -> one shmem-like object per mapping, private -> the
+  mapping's own pages); ``hugepage`` backs it with compound 2 MiB pages (MAP_HUGETLB);
+- memfd files (:class:`MemFile`): pages are the page cache, shared by every mapping of
+  the same file offset; ``ftruncate`` drops the pages past the new size;
+- MAP_PRIVATE of a file: reads see the page cache until the first write (or a
+  FOLL_LONGTERM pin, which "unshares" first) gives the mapping its own copy.
+
+Faults follow GUP: no VMA, a missing PROT bit, or a file page past EOF is EFAULT.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from errno import EFAULT, EINVAL, ENOMEM
+
+from backends.mock.errors import kerr
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1)
+HPAGE_SIZE = 2 * 1024 * 1024
+"""THP / hugetlb PMD size (hpage_pmd_size on x86_64)."""
+HPAGE_NR = HPAGE_SIZE // PAGE_SIZE
+
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
+
+TASK_SIZE = 1 << 47
+"""The top of x86_64 user space; addresses above it always fault."""
+MMAP_TOP = 0x7F00_0000_0000
+"""mmap() places new mappings top-down from here."""
+
+_ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+class PhysPage:
+    """One physical page (a ``struct page``): its PFN, lazily kept data and pin count."""
+
+    __slots__ = ("compound", "data", "pfn", "pins")
+
+    def __init__(self, pfn: int, compound: bool) -> None:
+        self.pfn = pfn
+        self.compound = compound
+        self.data: bytearray | None = None
+        self.pins = 0
+        """FOLL_PIN references (page_ref_count / GUP_PIN_COUNTING_BIAS)."""
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (zeros if never written)."""
+        if self.data is None:
+            return _ZERO_PAGE[:length]
+        return bytes(self.data[offset:offset + length])
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Store bytes at ``offset``, materializing the page's data on first write."""
+        if self.data is None:
+            self.data = bytearray(PAGE_SIZE)
+        self.data[offset:offset + len(data)] = data
+
+    def copy_from(self, other: PhysPage) -> None:
+        """Take ``other``'s contents (a COW copy)."""
+        self.data = None if other.data is None else bytearray(other.data)
+
+
+class PhysMem:
+    """The PFN allocator of the simulated machine."""
+
+    def __init__(self) -> None:
+        self._next_pfn = 0x100000
+
+    def alloc(self, compound: bool = False) -> PhysPage:
+        """One new page."""
+        page = PhysPage(self._next_pfn, compound)
+        self._next_pfn += 1
+        return page
+
+    def alloc_huge(self) -> list[PhysPage]:
+        """A 2 MiB compound page: HPAGE_NR physically contiguous pages."""
+        base = (self._next_pfn + HPAGE_NR - 1) & ~(HPAGE_NR - 1)
+        self._next_pfn = base + HPAGE_NR
+        return [PhysPage(base + i, True) for i in range(HPAGE_NR)]
+
+
+class MemObject:
+    """What a mapping's pages come from: anonymous memory or a memfd's page cache."""
+
+    def __init__(self, phys: PhysMem, *, hugepage: bool = False) -> None:
+        self.phys = phys
+        self.hugepage = hugepage
+        self.pages: dict[int, PhysPage] = {}
+
+    @property
+    def is_file(self) -> bool:
+        """True for a memfd (shmem file)."""
+        return False
+
+    def in_bounds(self, index: int) -> bool:
+        """Whether page ``index`` exists (a file has a size, anonymous memory does not)."""
+        return True
+
+    def page(self, index: int) -> PhysPage:
+        """The page at ``index``, allocated on first use."""
+        page = self.pages.get(index)
+        if page is None:
+            if self.hugepage:
+                base = index & ~(HPAGE_NR - 1)
+                for i, huge in enumerate(self.phys.alloc_huge()):
+                    self.pages.setdefault(base + i, huge)
+                page = self.pages[index]
+            else:
+                page = self.phys.alloc()
+                self.pages[index] = page
+        return page
+
+    def drop(self, first: int, last: int) -> None:
+        """Free the pages ``[first, last]`` (their pins keep the PhysPage alive)."""
+        if last - first + 1 < len(self.pages):
+            for index in range(first, last + 1):
+                self.pages.pop(index, None)
+        else:
+            for index in [i for i in self.pages if first <= i <= last]:
+                del self.pages[index]
+
+
+class MemFile(MemObject):
+    """A memfd: a shmem inode with a size, its pages the page cache."""
+
+    def __init__(self, phys: PhysMem, size: int, name: str) -> None:
+        super().__init__(phys)
+        self.size = size
+        self.name = name
+
+    @property
+    def is_file(self) -> bool:
+        """Always True."""
+        return True
+
+    def in_bounds(self, index: int) -> bool:
+        """Pages at or past EOF do not exist (SIGBUS, EFAULT for GUP)."""
+        return index * PAGE_SIZE < self.size
+
+    def truncate(self, size: int) -> None:
+        """ftruncate(2): a shrink drops the page cache past the new size."""
+        if size < 0:
+            raise kerr(EINVAL)
+        if size < self.size and self.pages:
+            first = (size + PAGE_SIZE - 1) // PAGE_SIZE
+            self.drop(first, max(self.pages))
+        self.size = size
+
+
+class Vma:
+    """One mapping ``[start, end)`` of the mm."""
+
+    __slots__ = ("cow", "end", "obj", "pgoff", "prot", "read_fast", "shared", "start",
+                 "write_fast")
+
+    def __init__(self, start: int, end: int, prot: int, shared: bool, obj: MemObject,
+                 pgoff: int, cow: dict[int, PhysPage] | None) -> None:
+        self.start = start
+        self.end = end
+        self.prot = prot
+        self.shared = shared
+        self.obj = obj
+        self.pgoff = pgoff
+        """The object page index mapped at ``start``."""
+        self.cow = cow
+        """Private copies of a MAP_PRIVATE file mapping, by object page index."""
+        # Plain anonymous memory needs no per-page checks on CPU access.
+        plain = cow is None and not obj.is_file
+        self.read_fast = plain and bool(prot & PROT_READ)
+        self.write_fast = plain and bool(prot & PROT_WRITE)
+
+    def index_of(self, addr: int) -> int:
+        """The object page index behind ``addr``."""
+        return self.pgoff + ((addr - self.start) >> PAGE_SHIFT)
+
+
+class Mm:
+    """The simulated task's address space (``struct mm_struct``)."""
+
+    def __init__(self, phys: PhysMem) -> None:
+        self.phys = phys
+        self._starts: list[int] = []
+        self._vmas: list[Vma] = []
+        self._top = MMAP_TOP
+        self._last: Vma | None = None
+
+    # -- mappings ---------------------------------------------------------
+    def _place(self, length: int, align: int) -> int:
+        addr = (self._top - length) & ~(align - 1)
+        if addr < 0x1000_0000:
+            raise kerr(ENOMEM)
+        self._top = addr - PAGE_SIZE  # a guard gap: running off a mapping faults
+        return addr
+
+    def _insert(self, vma: Vma) -> None:
+        i = bisect_right(self._starts, vma.start)
+        self._starts.insert(i, vma.start)
+        self._vmas.insert(i, vma)
+
+    def mmap(self, length: int, *, prot: int, shared: bool, obj: MemObject,
+             pgoff: int = 0, align: int = PAGE_SIZE) -> int:
+        """Map ``obj`` from page ``pgoff``; returns the new address."""
+        if length <= 0:
+            raise kerr(EINVAL)
+        if align < PAGE_SIZE or align & (align - 1):
+            raise kerr(EINVAL)
+        length = (length + PAGE_SIZE - 1) & PAGE_MASK
+        addr = self._place(length, align)
+        cow: dict[int, PhysPage] | None = {} if (obj.is_file and not shared) else None
+        self._insert(Vma(addr, addr + length, prot, shared, obj, pgoff, cow))
+        return addr
+
+    def mmap_anon(self, length: int, *, prot: int = PROT_READ | PROT_WRITE,
+                  shared: bool = True, align: int = PAGE_SIZE, hugepage: bool = False) -> int:
+        """Anonymous zeroed memory (``MAP_ANONYMOUS``, ``MAP_HUGETLB`` with ``hugepage``)."""
+        if hugepage:
+            length = (length + HPAGE_SIZE - 1) & ~(HPAGE_SIZE - 1)
+            align = max(align, HPAGE_SIZE)
+        return self.mmap(length, prot=prot, shared=shared,
+                         obj=MemObject(self.phys, hugepage=hugepage), align=align)
+
+    def munmap(self, addr: int, length: int) -> None:
+        """munmap(2): unmap ``[addr, addr+length)``, splitting mappings at the edges."""
+        if addr & (PAGE_SIZE - 1) or length <= 0 or addr + length > TASK_SIZE:
+            raise kerr(EINVAL)
+        end = addr + ((length + PAGE_SIZE - 1) & PAGE_MASK)
+        self._last = None
+        i = max(bisect_right(self._starts, addr) - 1, 0)
+        while i < len(self._vmas):
+            vma = self._vmas[i]
+            if vma.start >= end:
+                break
+            if vma.end <= addr:
+                i += 1
+                continue
+            if vma.obj.hugepage and (addr | (end - addr)) & (HPAGE_SIZE - 1):
+                raise kerr(EINVAL)  # hugetlb mappings unmap in whole huge pages
+            del self._vmas[i]
+            del self._starts[i]
+            cut_start = max(vma.start, addr)
+            cut_end = min(vma.end, end)
+            if not vma.obj.is_file:
+                # Anonymous pages of the unmapped part are gone for good.
+                vma.obj.drop(vma.index_of(cut_start), vma.index_of(cut_end - 1))
+            if vma.start < cut_start:
+                self._insert(Vma(vma.start, cut_start, vma.prot, vma.shared, vma.obj,
+                                 vma.pgoff, vma.cow))
+                i += 1
+            if cut_end < vma.end:
+                self._insert(Vma(cut_end, vma.end, vma.prot, vma.shared, vma.obj,
+                                 vma.index_of(cut_end), vma.cow))
+                i += 1
+
+    def find_vma(self, addr: int) -> Vma | None:
+        """The mapping containing ``addr``."""
+        last = self._last
+        if last is not None and last.start <= addr < last.end:
+            return last
+        i = bisect_right(self._starts, addr) - 1
+        if i < 0:
+            return None
+        vma = self._vmas[i]
+        if addr < vma.end:
+            self._last = vma
+            return vma
+        return None
+
+    def vmas(self) -> list[tuple[int, int]]:
+        """Every mapping as (start, end)."""
+        return [(v.start, v.end) for v in self._vmas]
+
+    # -- faults -----------------------------------------------------------
+    def _fault(self, addr: int, write: bool, unshare: bool) -> PhysPage:
+        """The page behind ``addr`` as a fault (or GUP) would resolve it."""
+        vma = self.find_vma(addr)
+        if vma is None:
+            raise kerr(EFAULT)
+        if not vma.prot & (PROT_WRITE if write else PROT_READ):
+            raise kerr(EFAULT)
+        index = vma.index_of(addr)
+        obj = vma.obj
+        if not obj.in_bounds(index):
+            raise kerr(EFAULT)
+        cow = vma.cow
+        if cow is None:
+            return obj.page(index)
+        page = cow.get(index)
+        if page is not None:
+            return page
+        if not (write or unshare):
+            return obj.page(index)
+        # Break COW: the mapping gets its own copy of the file page.
+        page = self.phys.alloc()
+        page.copy_from(obj.page(index))
+        cow[index] = page
+        return page
+
+    def _peek_page(self, addr: int) -> PhysPage | None:
+        """The page a read at ``addr`` sees without allocating; None reads as zeros."""
+        vma = self.find_vma(addr)
+        if vma is None or not vma.prot & PROT_READ:
+            raise kerr(EFAULT)
+        index = vma.index_of(addr)
+        obj = vma.obj
+        if not obj.in_bounds(index):
+            raise kerr(EFAULT)
+        if vma.cow is not None:
+            page = vma.cow.get(index)
+            if page is not None:
+                return page
+        return obj.pages.get(index)
+
+    # -- CPU access (copy_from_user / copy_to_user, peek / poke) ----------
+    def read(self, addr: int, length: int) -> bytes:
+        """``length`` bytes at ``addr``; EFAULT if any byte is not readable."""
+        if length <= 0:
+            return b""
+        vma = self._last
+        if vma is None or not vma.start <= addr < vma.end:
+            vma = self.find_vma(addr)
+        if vma is not None and vma.read_fast and addr + length <= vma.end:
+            # Fast path: plain anonymous memory, pages keyed by index.
+            pages = vma.obj.pages
+            index = ((addr - vma.start) >> PAGE_SHIFT) + vma.pgoff
+            offset = addr & (PAGE_SIZE - 1)
+            if offset + length <= PAGE_SIZE:
+                page = pages.get(index)
+                data = None if page is None else page.data
+                if data is None:
+                    return _ZERO_PAGE[:length]
+                return bytes(data[offset:offset + length])
+            out: list[bytes] = []
+            while length:
+                chunk = min(length, PAGE_SIZE - offset)
+                page = pages.get(index)
+                data = None if page is None else page.data
+                out.append(_ZERO_PAGE[:chunk] if data is None
+                           else bytes(data[offset:offset + chunk]))
+                length -= chunk
+                index += 1
+                offset = 0
+            return b"".join(out)
+        if addr < 0 or addr + length > TASK_SIZE:
+            raise kerr(EFAULT)
+        out = []
+        while length:
+            offset = addr & (PAGE_SIZE - 1)
+            chunk = min(length, PAGE_SIZE - offset)
+            page = self._peek_page(addr)
+            out.append(_ZERO_PAGE[:chunk] if page is None else page.read(offset, chunk))
+            addr += chunk
+            length -= chunk
+        return b"".join(out)
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Store ``data`` at ``addr``; bytes before a faulting page stay written."""
+        length = len(data)
+        if not length:
+            return
+        vma = self._last
+        if vma is None or not vma.start <= addr < vma.end:
+            vma = self.find_vma(addr)
+        offset = addr & (PAGE_SIZE - 1)
+        if vma is not None and vma.write_fast and offset + length <= PAGE_SIZE:
+            # Fast path: within one page of plain anonymous memory.
+            vma.obj.page(((addr - vma.start) >> PAGE_SHIFT) + vma.pgoff).write(offset, data)
+            return
+        if addr < 0 or addr + length > TASK_SIZE:
+            raise kerr(EFAULT)
+        view = memoryview(data)
+        done = 0
+        while done < length:
+            offset = addr & (PAGE_SIZE - 1)
+            chunk = min(length - done, PAGE_SIZE - offset)
+            self._fault(addr, True, False).write(offset, view[done:done + chunk])
+            addr += chunk
+            done += chunk
+
+    def clear(self, addr: int, length: int) -> None:
+        """clear_user: zero ``length`` bytes at ``addr``."""
+        if length > 0:
+            self.write(addr, bytes(length))
+
+    # -- GUP ---------------------------------------------------------------
+    def get_user_pages(self, addr: int, npages: int, *, write: bool = False,
+                       longterm: bool = False) -> list[PhysPage]:
+        """The pages of ``npages`` user pages from page-aligned ``addr``, without pinning.
+
+        ``longterm`` is FOLL_LONGTERM: a private mapping is unshared first, so later CPU
+        writes never move the page the caller keeps.
+        """
+        if addr & (PAGE_SIZE - 1) or addr < 0 or addr + npages * PAGE_SIZE > TASK_SIZE:
+            raise kerr(EFAULT)
+        pages: list[PhysPage] = []
+        for i in range(npages):
+            pages.append(self._fault(addr + i * PAGE_SIZE, write, longterm))
+        return pages
+
+    def pin_user_pages(self, addr: int, npages: int, *, write: bool,
+                       longterm: bool = True) -> list[PhysPage]:
+        """pin_user_pages(FOLL_PIN): all ``npages`` or EFAULT with nothing pinned."""
+        pages = self.get_user_pages(addr, npages, write=write, longterm=longterm)
+        for page in pages:
+            page.pins += 1
+        return pages
+
+
+def unpin_user_pages(pages: list[PhysPage]) -> None:
+    """unpin_user_pages: drop one FOLL_PIN reference from each page."""
+    for page in pages:
+        page.pins -= 1

@@ -1,0 +1,208 @@
+"""The selftest mock IOMMU driver: its devices and domains (selftest.c, ``mock_ops``).
+
+- :class:`MockDev` is ``struct mock_dev``: flags (NO_DIRTY, PASID), a device cache of
+  4 entries, the domain it is attached to. Each device is its own iommu_group.
+- ``domain_alloc_paging_flags`` builds the AMDv1 "mock" page table: 2 KiB pages,
+  a 38-bit VA, and for ``MOCK_IOMMUPT_DEFAULT`` the aperture narrowed to
+  [MOCK_APERTURE_START, MOCK_APERTURE_LAST]; ``MOCK_IOMMUPT_HUGE`` offers only 1 MiB
+  and PAGE_SIZE pages.
+- ``attach_dev`` refuses a dirty-tracking domain for a NO_DIRTY device (EINVAL).
+"""
+
+from __future__ import annotations
+
+from errno import EINVAL, ENOMEM, EOPNOTSUPP
+from typing import TYPE_CHECKING, Any
+
+import uapi_headers as u
+from backends.mock.errors import kerr
+from backends.mock.fault import DOMAIN_ALLOC, HW_INFO_ALLOC, MOCK_DEV_ALLOC
+from backends.mock.iommu import DomainType, IommuDomain, PagingDomain
+from backends.mock.mm import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from backends.mock.kernel import Kernel
+    from backends.mock.uaccess import UserAccess
+
+MOCK_VA_BITS = 11 + 9 * 3
+"""VA size of the mock table: 2 KiB granule, starting level 2 (PT_GRANULE_LG2SZ 11)."""
+MOCK_PGSIZE_BITMAP = ((1 << MOCK_VA_BITS) - 1) & ~(u.MOCK_PAGE_SIZE - 1)
+"""Every power of two from 2 KiB to the top level's largest leaf."""
+MOCK_HUGE_PGSIZE_BITMAP = u.MOCK_HUGE_PAGE_SIZE | PAGE_SIZE
+
+IOMMU_CAP_CACHE_COHERENCY = "cache_coherency"
+IOMMU_CAP_DIRTY_TRACKING = "dirty_tracking"
+IOMMU_CAP_ENFORCE_CACHE_COHERENCY = "enforce_cache_coherency"
+IOMMU_CAP_PCI_ATS_SUPPORTED = "pci_ats_supported"
+
+_VALID_DEV_FLAGS = u.MOCK_FLAGS_DEVICE_NO_DIRTY | u.MOCK_FLAGS_DEVICE_PASID
+_PAGING_FLAGS = (u.IOMMU_HWPT_ALLOC_DIRTY_TRACKING | u.IOMMU_HWPT_ALLOC_NEST_PARENT
+                 | u.IOMMU_HWPT_ALLOC_PASID)
+
+
+class UserData:
+    """``struct iommu_user_data``: driver data the user passed with an allocation."""
+
+    __slots__ = ("len", "type", "uptr")
+
+    def __init__(self, data_type: int, uptr: int, length: int) -> None:
+        self.type = data_type
+        self.uptr = uptr
+        self.len = length
+
+
+def iommu_copy_struct_from_user(uaccess: UserAccess, ffi_type: str, data: UserData,
+                                data_type: int, min_last: str) -> Any:
+    """iommu_copy_struct_from_user(): EINVAL for another type or a length outside
+    [offsetofend(min_last), sizeof], then copy_struct_from_user (E2BIG/EFAULT)."""
+    dst = u.ffi.new(f"{ffi_type} *")
+    ksize = u.ffi.sizeof(ffi_type)
+    min_len = u.offsetofend(ffi_type, min_last)
+    if data.type != data_type:
+        raise kerr(EINVAL)
+    if data.len < min_len or ksize < data.len:
+        raise kerr(EINVAL)
+    uaccess.copy_struct_from_user(dst, ksize, data.uptr, data.len)
+    return dst
+
+
+class IommuGroup:
+    """``struct iommu_group``: one per mock device (generic_device_group)."""
+
+    _next_id = 0
+
+    def __init__(self) -> None:
+        self.id = IommuGroup._next_id
+        IommuGroup._next_id += 1
+        self.domain: IommuDomain | None = None
+        self.owner: object | None = None
+        """The DMA owner (iommu_device_claim_dma_owner)."""
+
+
+class MockIommu:
+    """The one mock IOMMU instance (``mock_iommu``) and its ops identity."""
+
+    max_pasids = 1 << u.MOCK_PASID_WIDTH
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.blocking_domain = IommuDomain(DomainType.BLOCKED, self)
+        self._ida: set[int] = set()
+
+    def ida_alloc(self) -> int:
+        """ida_alloc(): the lowest free device number."""
+        n = 0
+        while n in self._ida:
+            n += 1
+        self._ida.add(n)
+        return n
+
+    def ida_free(self, n: int) -> None:
+        """ida_free()."""
+        self._ida.discard(n)
+
+
+def mock_iommu(kernel: Kernel) -> MockIommu:
+    """The kernel's mock IOMMU, registered on first use (iommufd_test_init)."""
+    if kernel.mock_iommu is None:
+        kernel.mock_iommu = MockIommu(kernel)
+    iommu: MockIommu = kernel.mock_iommu
+    return iommu
+
+
+class MockDev:
+    """``struct mock_dev``."""
+
+    def __init__(self, iommu: MockIommu, flags: int) -> None:
+        self.iommu = iommu
+        self.flags = flags
+        self.id = iommu.ida_alloc()
+        self.name = f"iommufd_mock{self.id}"
+        self.cache = [u.IOMMU_TEST_DEV_CACHE_DEFAULT] * u.MOCK_DEV_CACHE_NUM
+        self.domain: IommuDomain | None = None
+        self.viommu: object | None = None
+        self.vdev_id = 0
+        self.pasid_1024_fake_error = False
+        # "pasid-num-bits" decides dev->iommu->max_pasids.
+        self.max_pasids = (min(1 << u.MOCK_PASID_WIDTH, iommu.max_pasids)
+                           if flags & u.MOCK_FLAGS_DEVICE_PASID else 0)
+        self.group = IommuGroup()
+        self.group.domain = iommu.blocking_domain
+
+    def destroy(self) -> None:
+        """mock_dev_destroy()."""
+        self.iommu.ida_free(self.id)
+
+
+def mock_dev_create(kernel: Kernel, dev_flags: int) -> MockDev:
+    """mock_dev_create(): EINVAL for flags other than NO_DIRTY and PASID."""
+    if dev_flags & ~_VALID_DEV_FLAGS:
+        raise kerr(EINVAL)
+    if kernel.should_fail(MOCK_DEV_ALLOC):
+        raise kerr(ENOMEM)
+    return MockDev(mock_iommu(kernel), dev_flags)
+
+
+def mock_domain_capable(dev: MockDev, cap: str) -> bool:
+    """mock_domain_capable(): cache coherent; dirty tracking unless NO_DIRTY."""
+    if cap == IOMMU_CAP_CACHE_COHERENCY:
+        return True
+    if cap == IOMMU_CAP_DIRTY_TRACKING:
+        return not dev.flags & u.MOCK_FLAGS_DEVICE_NO_DIRTY
+    return False
+
+
+def mock_domain_hw_info(kernel: Kernel, dev: MockDev, data_type: int) -> tuple[bytes, int]:
+    """mock_domain_hw_info(): ``struct iommu_test_hw_info`` as IOMMU_HW_INFO_TYPE_SELFTEST."""
+    if data_type not in (u.IOMMU_HW_INFO_TYPE_DEFAULT, u.IOMMU_HW_INFO_TYPE_SELFTEST):
+        raise kerr(EOPNOTSUPP)
+    if kernel.should_fail(HW_INFO_ALLOC):
+        raise kerr(ENOMEM)
+    info = u.ffi.new("struct iommu_test_hw_info *")
+    info.test_reg = u.IOMMU_HW_INFO_SELFTEST_REGVAL
+    return bytes(u.ffi.buffer(info)), u.IOMMU_HW_INFO_TYPE_SELFTEST
+
+
+def mock_domain_alloc_paging_flags(kernel: Kernel, dev: MockDev, flags: int,
+                                   user_data: UserData | None) -> PagingDomain:
+    """mock_domain_alloc_paging_flags(): EOPNOTSUPP for other flags, for dirty
+    tracking on a NO_DIRTY device, or for driver data of another type."""
+    has_dirty = bool(flags & u.IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+    if flags & ~_PAGING_FLAGS or (has_dirty and dev.flags & u.MOCK_FLAGS_DEVICE_NO_DIRTY):
+        raise kerr(EOPNOTSUPP)
+    if user_data is not None and user_data.type not in (u.IOMMU_HWPT_DATA_SELFTEST,
+                                                         u.IOMMU_HWPT_DATA_NONE):
+        raise kerr(EOPNOTSUPP)
+    pagetable_type = u.MOCK_IOMMUPT_DEFAULT
+    if user_data is not None:
+        cfg = iommu_copy_struct_from_user(
+            kernel.uaccess, "struct iommu_hwpt_selftest", user_data,
+            u.IOMMU_HWPT_DATA_SELFTEST, "iotlb")
+        pagetable_type = int(cfg.pagetable_type)
+    return mock_domain_alloc_pgtable(kernel, pagetable_type, flags)
+
+
+def mock_domain_alloc_pgtable(kernel: Kernel, pagetable_type: int, flags: int) -> PagingDomain:
+    """mock_domain_alloc_pgtable()."""
+    if kernel.should_fail(DOMAIN_ALLOC):
+        raise kerr(ENOMEM)
+    iommu = mock_iommu(kernel)
+    if pagetable_type == u.MOCK_IOMMUPT_DEFAULT:
+        domain = PagingDomain(iommu, MOCK_PGSIZE_BITMAP)
+        # The selftests rely on a fixed aperture.
+        domain.aperture_start = u.MOCK_APERTURE_START
+        domain.aperture_end = u.MOCK_APERTURE_LAST
+    elif pagetable_type == u.MOCK_IOMMUPT_HUGE:
+        domain = PagingDomain(iommu, MOCK_HUGE_PGSIZE_BITMAP)
+        domain.aperture_end = (1 << MOCK_VA_BITS) - 1
+    else:
+        raise kerr(EOPNOTSUPP)
+    domain.dirty_ops = bool(flags & u.IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+    return domain
+
+
+def mock_domain_nop_attach(domain: IommuDomain, dev: MockDev) -> None:
+    """mock_domain_nop_attach(): a dirty-tracking domain refuses a NO_DIRTY device."""
+    if domain.dirty_ops and dev.flags & u.MOCK_FLAGS_DEVICE_NO_DIRTY:
+        raise kerr(EINVAL)
+    dev.domain = domain

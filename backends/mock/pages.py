@@ -1,0 +1,441 @@
+"""iopt_pages: the pinned pages behind areas, and their accounting (pages.c).
+
+One :class:`IoptPages` describes a linear run of user VA (or memfd offsets) that one or
+more areas map, possibly in several IOAS after IOAS_COPY. A page index is pinned
+exactly once while something needs it: an area that is filled into a domain (the
+kernel's ``domains_itree``) or an in-kernel access (``access_itree``). The model keeps
+both as per-index cover counts; an index is pinned iff one of them is non-zero, and
+unpinned when both drop to zero. Pinning goes through the task's mm like
+``pin_user_pages(FOLL_LONGTERM)`` (or ``memfd_pin_folios`` for files), so a bad VA is
+EFAULT and a private mapping is unshared first.
+
+``npinned`` / ``last_npinned`` and the three accounting modes (NONE, USER: the user's
+locked_vm against RLIMIT_MEMLOCK; MM: the mm's locked_vm) follow
+``iopt_pages_update_pinned``; ``pinned_vm`` always moves.
+"""
+
+from __future__ import annotations
+
+from errno import EFAULT, EINVAL, ENOMEM, EOVERFLOW, EPERM
+from typing import TYPE_CHECKING
+
+from backends.mock.errors import kerr
+from backends.mock.fault import (
+    ACCESS_NODE_ALLOC,
+    PAGES_ALLOC,
+    PAGES_TO_XARRAY,
+    RW_PAGE,
+    TEMP_KMALLOC,
+    UPDATE_PINNED,
+    USER_PIN,
+)
+from backends.mock.files import File, MemfdFile
+from backends.mock.interval_tree import U64_MAX
+from backends.mock.mm import PAGE_SHIFT, PAGE_SIZE, PhysPage
+
+if TYPE_CHECKING:
+    from backends.mock.kernel import Kernel
+
+IOPT_ADDRESS_USER = 0
+IOPT_ADDRESS_FILE = 1
+IOPT_ADDRESS_DMABUF = 2
+
+ACCOUNT_NONE = 0
+ACCOUNT_USER = 1
+ACCOUNT_MM = 2
+
+IOMMUFD_ACCESS_RW_WRITE = 1 << 0
+IOMMUFD_ACCESS_RW_KTHREAD = 1 << 1
+IOMMUFD_ACCESS_RW_SLOW_PATH = 1 << 2
+"""The selftest-only flag that forces the "other mm" paths (``__IOMMUFD_ACCESS_RW_SLOW_PATH``)."""
+
+_POINTER_SIZE = 8
+
+
+class IoptPagesAccess:
+    """One ``iopt_pages_access`` interval: an in-kernel user of ``[start, last]``."""
+
+    __slots__ = ("last", "start", "users")
+
+    def __init__(self, start: int, last: int) -> None:
+        self.start = start
+        self.last = last
+        self.users = 1
+
+
+class IoptPages:
+    """``struct iopt_pages``."""
+
+    __slots__ = (
+        "acc_cover",
+        "accesses",
+        "account_mode",
+        "dom_cover",
+        "file",
+        "kernel",
+        "kref",
+        "last_npinned",
+        "npages",
+        "npinned",
+        "pinned",
+        "start",
+        "type",
+        "uptr",
+        "writable",
+    )
+
+    def __init__(self, kernel: Kernel, start_byte: int, length: int, writable: bool) -> None:
+        """iopt_alloc_pages()."""
+        if length > U64_MAX - PAGE_SIZE or length == 0:
+            raise kerr(EINVAL)
+        if kernel.should_fail(PAGES_ALLOC):
+            raise kerr(ENOMEM)
+        self.kernel = kernel
+        self.kref = 1
+        self.npages = (length + start_byte + PAGE_SIZE - 1) // PAGE_SIZE
+        self.npinned = 0
+        self.last_npinned = 0
+        self.writable = writable
+        self.account_mode = ACCOUNT_NONE if kernel.task.cap_ipc_lock else ACCOUNT_USER
+        self.type = IOPT_ADDRESS_USER
+        self.uptr = 0
+        self.file: File | None = None
+        self.start = 0
+        self.pinned: dict[int, PhysPage] = {}
+        self.dom_cover: dict[int, int] = {}
+        self.acc_cover: dict[int, int] = {}
+        self.accesses: list[IoptPagesAccess] = []
+
+    @classmethod
+    def alloc_user(cls, kernel: Kernel, uptr: int, length: int,
+                   writable: bool) -> IoptPages:
+        """iopt_alloc_user_pages(): pages of user VA ``uptr``."""
+        if uptr + length > U64_MAX:
+            raise kerr(EOVERFLOW)
+        uptr_down = uptr & ~(PAGE_SIZE - 1)
+        pages = cls(kernel, uptr - uptr_down, length, writable)
+        pages.uptr = uptr_down
+        pages.type = IOPT_ADDRESS_USER
+        return pages
+
+    @classmethod
+    def alloc_file(cls, kernel: Kernel, file: File, start_byte: int, start: int,
+                   length: int, writable: bool) -> IoptPages:
+        """iopt_alloc_file_pages(): pages of a file from byte ``start``."""
+        pages = cls(kernel, start_byte, length, writable)
+        file.get()
+        pages.file = file
+        pages.start = start - start_byte
+        pages.type = IOPT_ADDRESS_FILE
+        return pages
+
+    # -- lifetime ---------------------------------------------------------
+    def get(self) -> None:
+        """kref_get()."""
+        self.kref += 1
+
+    def put(self) -> None:
+        """iopt_put_pages(): the last reference releases the pages."""
+        self.kref -= 1
+        if self.kref:
+            return
+        warn = self.kernel.warn_on
+        warn(bool(self.accesses), "iopt_release_pages: access_itree not empty")
+        warn(bool(self.dom_cover), "iopt_release_pages: domains_itree not empty")
+        warn(self.npinned != 0, "iopt_release_pages: pages still pinned")
+        if self.file is not None:
+            self.file.put()
+            self.file = None
+
+    # -- pinning (the pfn_reader) -------------------------------------------
+    def start_addr(self) -> int:
+        """The address (or file offset) of index 0, for the IOVA alignment guess."""
+        return self.start if self.type == IOPT_ADDRESS_FILE else self.uptr
+
+    def _gup(self, index: int, npages: int) -> list[PhysPage]:
+        """Pin ``npages`` pages from ``index`` at the source (pin_user_pages_fast /
+        memfd_pin_folios)."""
+        if self.type == IOPT_ADDRESS_FILE:
+            file = self.file
+            if not isinstance(file, MemfdFile) or not file.shmem:
+                raise kerr(EINVAL)
+            start = self.start + index * PAGE_SIZE
+            end = start + npages * PAGE_SIZE - 1
+            memfile = file.memfile
+            if end >= memfile.size:
+                raise kerr(EINVAL)
+            first = start >> PAGE_SHIFT
+            pinned = [memfile.page(first + i) for i in range(npages)]
+            for page in pinned:
+                page.pins += 1
+            return pinned
+        return self.kernel.mm.pin_user_pages(self.uptr + index * PAGE_SIZE, npages,
+                                             write=self.writable, longterm=True)
+
+    def _unpinned_runs(self, first: int, last: int) -> list[tuple[int, int]]:
+        """The runs of ``[first, last]`` nobody holds pinned. Never walks more indexes
+        than are pinned, so a huge bogus range fails at its first bad page, not later."""
+        pinned = self.pinned
+        runs: list[tuple[int, int]] = []
+        if not pinned:
+            return [(first, last)]
+        if last - first + 1 > len(pinned):
+            held = sorted(i for i in pinned if first <= i <= last)
+            cur = first
+            for index in held:
+                if index > cur:
+                    runs.append((cur, index - 1))
+                cur = index + 1
+            if cur <= last:
+                runs.append((cur, last))
+            return runs
+        run_start = -1
+        for index in range(first, last + 1):
+            if index in pinned:
+                if run_start >= 0:
+                    runs.append((run_start, index - 1))
+                    run_start = -1
+            elif run_start < 0:
+                run_start = index
+        if run_start >= 0:
+            runs.append((run_start, last))
+        return runs
+
+    def _pin_runs(self, runs: list[tuple[int, int]], unum: int) -> list[int]:
+        """pfn_reader_user_pin() over ``runs``, ``unum`` pages per call."""
+        kernel = self.kernel
+        pinned = self.pinned
+        new: list[int] = []
+        try:
+            for run_first, run_last in runs:
+                index = run_first
+                while index <= run_last:
+                    n = min(run_last - index + 1, unum)
+                    if kernel.should_fail(USER_PIN):
+                        raise kerr(EFAULT)
+                    for i, page in enumerate(self._gup(index, n)):
+                        pinned[index + i] = page
+                    new.extend(range(index, index + n))
+                    self.npinned += n
+                    index += n
+        except OSError:
+            self.unpin(new)
+            raise
+        return new
+
+    def pin_range(self, first: int, last: int) -> list[int]:
+        """Read the PFNs of ``[first, last]`` like ``pfn_reader_first``: indexes no one
+        holds are pinned from the source. Returns the newly pinned indexes (the caller
+        must cover or :meth:`unpin` them); all-or-nothing."""
+        kernel = self.kernel
+        if kernel.should_fail(TEMP_KMALLOC):  # batch_init()
+            raise kerr(ENOMEM)
+        runs = self._unpinned_runs(first, last)
+        if not runs:
+            return []
+        if kernel.should_fail(TEMP_KMALLOC):  # the upages / ufolios array
+            raise kerr(ENOMEM)
+        # temp_kmalloc() caps the array at the (selftest-tunable) memory limit.
+        unum = max(1, min((last - first + 1) * _POINTER_SIZE,
+                          kernel.test_memory_limit) // _POINTER_SIZE)
+        return self._pin_runs(runs, unum)
+
+    def unpin(self, indexes: list[int]) -> None:
+        """Unpin pages this reader pinned that nothing covers (pfn_reader_unpin)."""
+        pinned = self.pinned
+        for index in indexes:
+            page = pinned.pop(index)
+            page.pins -= 1
+        self.npinned -= len(indexes)
+
+    # -- cover counts (domains_itree / access_itree) -----------------------
+    def cover(self, which: dict[int, int], first: int, last: int) -> None:
+        """One more holder of ``[first, last]`` in ``which`` (dom_cover or acc_cover)."""
+        get = which.get
+        for index in range(first, last + 1):
+            which[index] = get(index, 0) + 1
+
+    def uncover(self, which: dict[int, int], first: int, last: int) -> None:
+        """One holder less; pages no holder keeps are unpinned."""
+        other = self.acc_cover if which is self.dom_cover else self.dom_cover
+        dead: list[int] = []
+        for index in range(first, last + 1):
+            n = which[index] - 1
+            if n:
+                which[index] = n
+            else:
+                del which[index]
+                if index not in other:
+                    dead.append(index)
+        self.unpin(dead)
+
+    # -- accounting -------------------------------------------------------
+    def update_pinned(self, npages: int, inc: bool) -> None:
+        """iopt_pages_update_pinned()."""
+        task = self.kernel.task
+        limit = task.memlock_limit_pages(PAGE_SHIFT)
+        if self.account_mode == ACCOUNT_USER:
+            if inc:
+                if task.user_locked_vm + npages > limit:
+                    raise kerr(ENOMEM)
+                task.user_locked_vm += npages
+            else:
+                self.kernel.warn_on(task.user_locked_vm < npages, "decr_user_locked_vm")
+                task.user_locked_vm -= min(npages, task.user_locked_vm)
+        elif self.account_mode == ACCOUNT_MM:
+            if inc:
+                if task.locked_vm + npages > limit:
+                    raise kerr(ENOMEM)
+                task.locked_vm += npages
+            else:
+                task.locked_vm -= min(npages, task.locked_vm)
+        self.last_npinned = self.npinned
+        task.pinned_vm += npages if inc else -npages
+
+    def reader_update_pinned(self) -> None:
+        """pfn_reader_user_update_pinned(): account what the reader pinned."""
+        if self.npinned == self.last_npinned:
+            return
+        if self.npinned < self.last_npinned:
+            self.update_pinned(self.last_npinned - self.npinned, False)
+            return
+        if self.kernel.should_fail(UPDATE_PINNED):
+            raise kerr(ENOMEM)
+        self.update_pinned(self.npinned - self.last_npinned, True)
+
+    def update_unpinned(self) -> None:
+        """update_unpinned(): account pages released since the last update."""
+        if self.kernel.warn_on(self.npinned > self.last_npinned, "update_unpinned"):
+            return
+        if self.npinned != self.last_npinned:
+            self.update_pinned(self.last_npinned - self.npinned, False)
+
+    # -- in-kernel accesses -----------------------------------------------
+    def _exact_access(self, start: int, last: int) -> IoptPagesAccess | None:
+        for access in self.accesses:
+            if access.start == start and access.last == last:
+                return access
+        return None
+
+    def _fill_xarray(self, first: int, last: int) -> list[int]:
+        """iopt_pages_fill_xarray(): make ``[first, last]`` resident for an access."""
+        kernel = self.kernel
+        acc = self.acc_cover
+        dom = self.dom_cover
+        new: list[int] = []
+        try:
+            index = first
+            while index <= last:
+                kind = 1 if index in acc else 2 if index in dom else 0
+                end = index
+                while end < last:
+                    nxt = end + 1
+                    nkind = 1 if nxt in acc else 2 if nxt in dom else 0
+                    if nkind != kind:
+                        break
+                    end = nxt
+                if kind == 0:
+                    new.extend(self._pin_runs([(index, end)], end - index + 1))
+                if kind != 1 and kernel.should_fail(PAGES_TO_XARRAY):
+                    raise kerr(EINVAL)
+                index = end + 1
+            self.reader_update_pinned()
+        except OSError:
+            self.unpin(new)
+            raise
+        return new
+
+    def add_access(self, start: int, last: int, flags: int) -> list[PhysPage]:
+        """iopt_area_add_access() on the pages: pin ``[start, last]`` and return them."""
+        if flags & IOMMUFD_ACCESS_RW_WRITE and not self.writable:
+            raise kerr(EPERM)
+        if self.type == IOPT_ADDRESS_DMABUF:
+            raise kerr(EINVAL)
+        access = self._exact_access(start, last)
+        if access is not None:
+            access.users += 1
+        else:
+            if self.kernel.should_fail(ACCESS_NODE_ALLOC):
+                raise kerr(ENOMEM)
+            self._fill_xarray(start, last)
+            self.accesses.append(IoptPagesAccess(start, last))
+            self.cover(self.acc_cover, start, last)
+        return [self.pinned[i] for i in range(start, last + 1)]
+
+    def remove_access(self, start: int, last: int) -> None:
+        """iopt_area_remove_access() on the pages."""
+        access = self._exact_access(start, last)
+        if self.kernel.warn_on(access is None, "iopt_area_remove_access: no access"):
+            return
+        assert access is not None
+        access.users -= 1
+        if access.users:
+            return
+        self.accesses.remove(access)
+        self.uncover(self.acc_cover, start, last)
+        self.update_unpinned()
+
+    # -- CPU access through the pages (iommufd_access_rw) ------------------
+    def rw_access(self, start_byte: int, buf: bytearray, pos: int, length: int,
+                  flags: int) -> None:
+        """iopt_pages_rw_access(): copy ``length`` bytes between ``buf[pos:]`` and the
+        pages from ``start_byte``; IOMMUFD_ACCESS_RW_WRITE writes the pages."""
+        write = bool(flags & IOMMUFD_ACCESS_RW_WRITE)
+        if write and not self.writable:
+            raise kerr(EPERM)
+        if self.type == IOPT_ADDRESS_DMABUF:
+            raise kerr(EINVAL)
+        first = start_byte // PAGE_SIZE
+        last = (start_byte + length - 1) // PAGE_SIZE
+        if self.type != IOPT_ADDRESS_USER:
+            self._rw_slow(first, last, start_byte % PAGE_SIZE, buf, pos, length, write)
+            return
+        if flags & IOMMUFD_ACCESS_RW_SLOW_PATH and not flags & IOMMUFD_ACCESS_RW_KTHREAD:
+            # As if the pages belonged to another mm.
+            if first == last:
+                self._rw_page(first, start_byte % PAGE_SIZE, buf, pos, length, write)
+            else:
+                self._rw_slow(first, last, start_byte % PAGE_SIZE, buf, pos, length,
+                              write)
+            return
+        mm = self.kernel.mm
+        addr = self.uptr + start_byte
+        if write:
+            mm.write(addr, memoryview(buf)[pos:pos + length])
+        else:
+            buf[pos:pos + length] = mm.read(addr, length)
+
+    def _rw_page(self, index: int, offset: int, buf: bytearray, pos: int, length: int,
+                 write: bool) -> None:
+        """iopt_pages_rw_page(): pin one page of the source mm, copy, unpin."""
+        if self.kernel.should_fail(RW_PAGE):
+            raise kerr(EINVAL)
+        [page] = self.kernel.mm.pin_user_pages(self.uptr + index * PAGE_SIZE, 1,
+                                               write=write, longterm=False)
+        try:
+            _copy_page(page, offset, buf, pos, length, write)
+        finally:
+            page.pins -= 1
+
+    def _rw_slow(self, first: int, last: int, offset: int, buf: bytearray, pos: int,
+                 length: int, write: bool) -> None:
+        """iopt_pages_rw_slow(): read the PFNs as a domain would, copy page by page."""
+        new = self.pin_range(first, last)
+        try:
+            for index in range(first, last + 1):
+                chunk = min(length, PAGE_SIZE - offset)
+                _copy_page(self.pinned[index], offset, buf, pos, chunk, write)
+                pos += chunk
+                length -= chunk
+                offset = 0
+        finally:
+            self.unpin(new)
+
+
+def _copy_page(page: PhysPage, offset: int, buf: bytearray, pos: int, length: int,
+               write: bool) -> None:
+    """copy_data_page()."""
+    if write:
+        page.write(offset, memoryview(buf)[pos:pos + length])
+    else:
+        buf[pos:pos + length] = page.read(offset, length)
