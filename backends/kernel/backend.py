@@ -1,0 +1,192 @@
+"""KernelBackend: the backend contract on this process's real file descriptors."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from backends.contract import (
+    MAP_SHARED,
+    PROT_READ,
+    PROT_WRITE,
+    Backend,
+    BackendError,
+    Features,
+    IoctlArg,
+)
+from backends.kernel import faultinject, features, libc
+from backends.kernel.diagnose import DEV_IOMMU, missing_iommufd_reason
+from backends.kernel.memory import MappingTable, ProcessMemory, map_anonymous
+
+
+def _probe_iommufd(dev_iommu: str) -> frozenset[str]:
+    """The features of the kernel behind ``dev_iommu``; BackendError (one line)
+    when it cannot be opened."""
+    if not os.path.exists(dev_iommu):
+        raise BackendError(missing_iommufd_reason(dev_iommu))
+    try:
+        probe_fd = os.open(dev_iommu, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        raise BackendError(
+            f"kernel backend: cannot open {dev_iommu}: {exc.strerror}") from None
+    try:
+        return features.detect(probe_fd)
+    finally:
+        os.close(probe_fd)
+
+
+class KernelBackend(Backend):
+    """Real ioctls on this host's /dev/iommu, with this process's memory.
+
+    Opening the backend checks that ``dev_iommu`` (the iommufd device node) can
+    be opened, and probes it once for the selftest and VFIO-compat features;
+    without it, :class:`BackendError` says in one line why the node is missing.
+    ``dev_iommu=None`` skips that check: the backend then offers only this
+    process's files and memory (the framework's own tests use it on hosts
+    without iommufd).
+
+    Everything opened or mapped through the backend is released by
+    :meth:`shutdown`; fds the kernel hands out inside ioctl replies (access,
+    fault and event queue fds) belong to the caller.
+
+    fail_nth: :meth:`fail_nth_write` sets the calling thread's count, and each
+    following syscall of the contract (open, close, ioctl, read, write, mmap,
+    munmap, memfd, ftruncate) runs with the kernel's counter armed immediately
+    before it and disarmed right after (see :mod:`backends.kernel.faultinject`),
+    so the Python work between calls consumes no fault points. ``alloc``,
+    ``peek`` and ``poke`` are harness mechanics (the C tests' buffers and CPU
+    accesses) and run unarmed.
+    """
+
+    def __init__(self, *, dev_iommu: str | None = DEV_IOMMU) -> None:
+        self.features = (frozenset(features.host_features()) if dev_iommu is None
+                         else _probe_iommufd(dev_iommu))
+        self.spec = "kernel"
+        self.dev_iommu = dev_iommu
+        self.page_size = os.sysconf("SC_PAGE_SIZE")
+        self.hugepage_size = features.hugepage_size()
+        self._fds: set[int] = set()
+        self._maps = MappingTable()
+        self._mem = ProcessMemory()
+        self._fail_nth = faultinject.FailNth()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------
+    def shutdown(self) -> None:
+        """Close every tracked fd and unmap every tracked mapping (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._fail_nth.close()
+        for fd in sorted(self._fds):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        for addr, length in self._maps.ranges():
+            try:
+                libc.munmap(addr, length)
+            except OSError:
+                pass
+        self._maps = MappingTable()
+        self._mem.close()
+
+    def describe(self) -> str:
+        """Kernel release and machine, e.g. ``kernel 7.3.4 x86_64``."""
+        return f"kernel {self.kernel_release} {platform.machine()}"
+
+    @property
+    def kernel_release(self) -> str:
+        """``uname -r`` of the running kernel."""
+        return os.uname().release
+
+    # -- files -----------------------------------------------------------
+    def open(self, path: str, flags: int = os.O_RDWR) -> int:
+        """open(2); the fd is closed at shutdown unless closed before."""
+        fd: int = self._fail_nth.call(os.open, path, flags | os.O_CLOEXEC)
+        self._fds.add(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        """close(2)."""
+        self._fds.discard(fd)
+        self._fail_nth.call(os.close, fd)
+
+    def ioctl(self, fd: int, request: int, arg: IoctlArg = None) -> int:
+        """ioctl(2) with the cdata's buffer read and written in place."""
+        carg = libc.ioctl_arg(arg)  # cast before arming: nothing allocates in the window
+        ret: int = self._fail_nth.call(libc.raw_ioctl, fd, request, carg)
+        return ret
+
+    def read(self, fd: int, length: int) -> bytes:
+        """read(2)."""
+        data: bytes = self._fail_nth.call(os.read, fd, length)
+        return data
+
+    def write(self, fd: int, data: bytes) -> int:
+        """write(2)."""
+        n: int = self._fail_nth.call(os.write, fd, data)
+        return n
+
+    def mmap(self, fd: int, length: int, offset: int = 0,
+             prot: int = PROT_READ | PROT_WRITE, flags: int = MAP_SHARED) -> int:
+        """mmap(2) of a backend fd; unmapped at shutdown unless unmapped before."""
+        addr: int = self._fail_nth.call(libc.mmap, length, prot, flags, fd, offset)
+        self._maps.add(addr, length)
+        return addr
+
+    def munmap(self, addr: int, length: int) -> None:
+        """munmap(2)."""
+        self._fail_nth.call(libc.munmap, addr, length)
+        self._maps.remove(addr, length)
+
+    # -- user memory -----------------------------------------------------
+    def alloc(self, length: int, *, align: int = 0, shared: bool = True,
+              hugepage: bool = False) -> int:
+        """Anonymous zeroed memory aligned to ``align`` (default: the page size)."""
+        addr, mapped = map_anonymous(length, align=align, page_size=self.page_size,
+                                     shared=shared, hugepage=hugepage)
+        self._maps.add(addr, mapped)
+        return addr
+
+    def peek(self, addr: int, length: int) -> bytes:
+        """Read user memory; OSError(EFAULT) for unmapped addresses."""
+        return self._mem.peek(addr, length)
+
+    def poke(self, addr: int, data: bytes) -> None:
+        """Write user memory; OSError(EFAULT) for unmapped addresses."""
+        self._mem.poke(addr, data)
+
+    def memfd(self, length: int, name: str = "iommufd-harness") -> int:
+        """memfd_create(2) + ftruncate(2)."""
+        fd: int = self._fail_nth.call(libc.memfd_create, name)
+        self._fds.add(fd)
+        try:
+            self.ftruncate(fd, length)
+        except OSError:
+            self.close(fd)
+            raise
+        return fd
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        """ftruncate(2)."""
+        self._fail_nth.call(libc.ftruncate, fd, length)
+
+    # -- fault injection -------------------------------------------------
+    def fail_nth_write(self, n: int) -> None:
+        """Set the calling thread's fail-nth count (0 disarms); it is armed
+        around each following contract syscall only."""
+        self._require_fail_nth()
+        self._fail_nth.write(n)
+
+    def fail_nth_read(self) -> int:
+        """The remaining count: 0 once the armed fault fired, N>0 if not reached."""
+        self._require_fail_nth()
+        return self._fail_nth.read()
+
+    def _require_fail_nth(self) -> None:
+        if Features.FAIL_NTH not in self.features:
+            raise BackendError(
+                f"kernel {self.kernel_release}: no fail_nth fault injection "
+                f"({faultinject.FAIL_NTH} is missing: CONFIG_FAULT_INJECTION is off)")

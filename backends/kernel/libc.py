@@ -1,0 +1,117 @@
+"""The few libc calls the kernel backend needs, through cffi in ABI mode.
+
+ABI mode (``ffi.dlopen(None)``) needs no compiler, so the same module works on a
+developer's host and inside the guest initramfs, where only Debian's
+``python3-cffi-backend`` is unpacked. Every wrapper raises ``OSError`` with the
+errno libc left, exactly as the kernel reported it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import cffi
+
+ffi = cffi.FFI()
+# off_t is 64-bit on every architecture this project targets (x86_64, aarch64).
+# ioctl(2) is variadic in C; declaring the third argument as a pointer gives
+# cffi a fixed signature (no per-call libffi set-up) and passes the same
+# register on x86_64 and aarch64, where an integer argument is cast to it.
+ffi.cdef("""
+    int ioctl(int fd, unsigned long request, void *arg);
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset);
+    int munmap(void *addr, size_t length);
+    int madvise(void *addr, size_t length, int advice);
+    int memfd_create(const char *name, unsigned int flags);
+    int ftruncate(int fd, int64_t length);
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
+              unsigned long arg5);
+""")
+lib: Any = ffi.dlopen(None)
+
+MAP_FAILED = 2**64 - 1  # (void *)-1
+MADV_HUGEPAGE = 14
+MFD_CLOEXEC = 0x0001
+PR_SET_PDEATHSIG = 1
+
+
+_strerror: dict[int, str] = {}
+
+
+def _raise() -> None:
+    err = ffi.errno
+    # strerror(3) is slow under TCG (locale lookups); failing ioctls are common.
+    message = _strerror.get(err)
+    if message is None:
+        message = _strerror[err] = os.strerror(err)
+    raise OSError(err, message)
+
+
+def ioctl_arg(arg: Any) -> Any:
+    """A contract ioctl argument as ioctl(2)'s third argument: NULL, an
+    integer value in the pointer's register, or the cdata's address."""
+    if arg is None:
+        return ffi.NULL
+    return ffi.cast("void *", arg)
+
+
+def ioctl(fd: int, request: int, arg: Any = None) -> int:
+    """ioctl(2); ``arg`` is None, an int, or any cffi cdata (from any FFI instance)."""
+    return raw_ioctl(fd, request, ioctl_arg(arg))
+
+
+def raw_ioctl(fd: int, request: int, carg: Any) -> int:
+    """ioctl(2) with an argument already made by :func:`ioctl_arg`.
+
+    Split out so a caller that arms fail-nth can do every allocation (the cast)
+    before arming: only this call then runs between the arm and the syscall.
+    """
+    ret = int(lib.ioctl(fd, request, carg))
+    if ret < 0:
+        _raise()
+    return ret
+
+
+def mmap(length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
+         addr: int = 0) -> int:
+    """mmap(2); returns the address."""
+    ptr = lib.mmap(ffi.cast("void *", addr), length, prot, flags, fd, offset)
+    value = int(ffi.cast("uintptr_t", ptr))
+    if value == MAP_FAILED:
+        _raise()
+    return value
+
+
+def munmap(addr: int, length: int) -> None:
+    """munmap(2)."""
+    if lib.munmap(ffi.cast("void *", addr), length) != 0:
+        _raise()
+
+
+def madvise(addr: int, length: int, advice: int) -> None:
+    """madvise(2)."""
+    if lib.madvise(ffi.cast("void *", addr), length, advice) != 0:
+        _raise()
+
+
+def memfd_create(name: str, flags: int = MFD_CLOEXEC) -> int:
+    """memfd_create(2); returns the fd."""
+    fd = int(lib.memfd_create(name.encode(), flags))
+    if fd < 0:
+        _raise()
+    return fd
+
+
+def ftruncate(fd: int, length: int) -> None:
+    """ftruncate(2)."""
+    if lib.ftruncate(fd, length) != 0:
+        _raise()
+
+
+def set_pdeathsig(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): ``sig`` is sent to this process when the thread
+    that forked it exits (used in a child's preexec, so a killed parent takes
+    the child with it)."""
+    if lib.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        _raise()

@@ -1,0 +1,116 @@
+"""User memory of this process: tracked mappings and safe peek/poke.
+
+Every mapping the backend creates is recorded so shutdown can release it, and
+partial munmaps are tracked exactly. peek/poke go through /proc/self/mem, so a
+bad address is an ``OSError(EFAULT)`` (like copy_from_user) and never a
+segfault of the test process.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap as _mmap
+import os
+
+from backends.kernel import libc
+
+
+class MappingTable:
+    """Address ranges [start, end) this backend mapped and has not unmapped yet."""
+
+    def __init__(self) -> None:
+        self._ranges: dict[int, int] = {}  # start -> end
+
+    def add(self, start: int, length: int) -> None:
+        """Record a new mapping."""
+        self.remove(start, length)
+        self._ranges[start] = start + length
+
+    def remove(self, start: int, length: int) -> None:
+        """Forget [start, start+length), splitting mappings it cuts through."""
+        end = start + length
+        for s, e in list(self._ranges.items()):
+            if e <= start or s >= end:
+                continue
+            del self._ranges[s]
+            if s < start:
+                self._ranges[s] = start
+            if e > end:
+                self._ranges[end] = e
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The tracked mappings as sorted (start, length) pairs."""
+        return [(s, e - s) for s, e in sorted(self._ranges.items())]
+
+    def __len__(self) -> int:
+        return len(self._ranges)
+
+
+class ProcessMemory:
+    """Reads and writes of this process's memory through /proc/self/mem."""
+
+    def __init__(self) -> None:
+        self._fd = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
+
+    def peek(self, addr: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``addr``; EFAULT when any of it is unmapped."""
+        out = bytearray()
+        while len(out) < length:
+            try:
+                chunk = os.pread(self._fd, length - len(out), addr + len(out))
+            except OSError as exc:
+                raise _efault() from exc
+            if not chunk:
+                raise _efault()
+            out += chunk
+        return bytes(out)
+
+    def poke(self, addr: int, data: bytes) -> None:
+        """Write ``data`` at ``addr``; EFAULT when any of it is unmapped."""
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                n = os.pwrite(self._fd, view[done:], addr + done)
+            except OSError as exc:
+                raise _efault() from exc
+            if n <= 0:
+                raise _efault()
+            done += n
+
+    def close(self) -> None:
+        """Close /proc/self/mem (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _efault() -> OSError:
+    return OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+
+
+def map_anonymous(length: int, *, align: int, page_size: int, shared: bool,
+                  hugepage: bool) -> tuple[int, int]:
+    """An anonymous RW mapping of ``length`` (rounded up to pages) at an
+    ``align``-aligned address; returns (address, mapped length).
+
+    mmap only guarantees page alignment, so map ``align`` extra bytes and
+    unmap the unaligned head and the tail.
+    """
+    length = max(page_size, -(-length // page_size) * page_size)
+    align = max(align, page_size)
+    if align & (align - 1):
+        raise OSError(errno.EINVAL, f"alignment {align:#x} is not a power of two")
+    flags = (_mmap.MAP_SHARED if shared else _mmap.MAP_PRIVATE) | _mmap.MAP_ANONYMOUS
+    prot = _mmap.PROT_READ | _mmap.PROT_WRITE
+    extra = align - page_size
+    raw = libc.mmap(length + extra, prot, flags)
+    start = (raw + align - 1) & ~(align - 1)
+    if start > raw:
+        libc.munmap(raw, start - raw)
+    tail = raw + length + extra - (start + length)
+    if tail:
+        libc.munmap(start + length, tail)
+    if hugepage:
+        libc.madvise(start, length, libc.MADV_HUGEPAGE)
+    return start, length

@@ -1,0 +1,102 @@
+"""Contract calls as data: one table from op name to Backend method, and batches.
+
+The agent dispatches wire requests through :data:`CONTRACT_CALLS`; the same
+table runs a batch locally on any backend (:func:`run_calls`), so scenario code
+can batch independent calls without caring whether a round trip is saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from backends.contract import Backend
+
+#: a call as written by a caller: ``("ioctl", fd, request, arg)``, ``("close", fd)``, ...
+Call = tuple[Any, ...]
+
+
+def _alloc(be: Backend, length: int, align: int = 0, shared: bool = True,
+           hugepage: bool = False) -> int:
+    return be.alloc(length, align=align, shared=shared, hugepage=hugepage)
+
+
+#: op name -> function(backend, *args); positional arguments in the contract's order
+CONTRACT_CALLS: dict[str, Callable[..., Any]] = {
+    "open": lambda be, path, flags=None: be.open(path) if flags is None else be.open(path, flags),
+    "close": lambda be, fd: be.close(fd),
+    "ioctl": lambda be, fd, request, arg=None: be.ioctl(fd, request, arg),
+    "read": lambda be, fd, length: be.read(fd, length),
+    "write": lambda be, fd, data: be.write(fd, data),
+    "mmap": lambda be, fd, length, *rest: be.mmap(fd, length, *rest),
+    "munmap": lambda be, addr, length: be.munmap(addr, length),
+    "alloc": _alloc,
+    "peek": lambda be, addr, length: be.peek(addr, length),
+    "poke": lambda be, addr, data: be.poke(addr, data),
+    "memfd": lambda be, length, *rest: be.memfd(length, *rest),
+    "ftruncate": lambda be, fd, length: be.ftruncate(fd, length),
+    "fail_nth_write": lambda be, n: be.fail_nth_write(n),
+    "fail_nth_read": lambda be: be.fail_nth_read(),
+}
+
+
+@dataclass
+class Outcome:
+    """The result of one call in a batch: a value, or the exception it raised."""
+
+    value: Any = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The call succeeded."""
+        return self.error is None
+
+    @property
+    def errno(self) -> int:
+        """The OSError's errno, 0 on success (-1 for a non-errno failure)."""
+        if self.error is None:
+            return 0
+        return getattr(self.error, "errno", None) or -1
+
+    def unwrap(self) -> Any:
+        """The value, or raise the call's exception."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def check_call(call: Call) -> None:
+    """Reject a malformed call before anything runs."""
+    if not call or call[0] not in CONTRACT_CALLS:
+        op = call[0] if call else None
+        raise ValueError(f"not a contract call: {op!r} (valid: {', '.join(CONTRACT_CALLS)})")
+
+
+def run_calls(backend: Backend, calls: Sequence[Call], *,
+              stop_on_error: bool = False) -> list[Outcome]:
+    """Run ``calls`` in order on ``backend``; with ``stop_on_error`` the list
+    ends with the first failed call."""
+    for call in calls:
+        check_call(call)
+    outcomes: list[Outcome] = []
+    for op, *args in calls:
+        try:
+            outcomes.append(Outcome(CONTRACT_CALLS[op](backend, *args)))
+        except (OSError, RuntimeError) as exc:
+            outcomes.append(Outcome(error=exc))
+            if stop_on_error:
+                break
+    return outcomes
+
+
+def batch(backend: Backend, calls: Sequence[Call], *,
+          stop_on_error: bool = False) -> list[Outcome]:
+    """Run ``calls`` on any backend: in one round trip where the backend can
+    (a ``batch`` method, as the qemu backend has), else one by one."""
+    method = getattr(backend, "batch", None)
+    if callable(method):
+        result: list[Outcome] = method(calls, stop_on_error=stop_on_error)
+        return result
+    return run_calls(backend, calls, stop_on_error=stop_on_error)

@@ -1,0 +1,84 @@
+"""The host's end of the agent channel: one request, one reply, on a stream socket.
+
+The data path is a plain blocking socket (QEMU's chardev on a unix socket, or
+a socketpair in tests): one ``sendall`` and usually one ``recv`` per call, no
+console, no pexpect, no threads. Another thread may :meth:`AgentChannel.wake`
+a blocked caller (the console watcher does, when the guest splats).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from backends.qemu.protocol import HEADER, MAX_FRAME, ProtocolError, decode, encode
+
+_RECV_SIZE = 1 << 18
+
+
+class ChannelClosed(ConnectionError):
+    """The agent's end went away (QEMU exited, or the channel was woken)."""
+
+
+class ChannelTimeout(TimeoutError):
+    """No reply within the call's timeout."""
+
+
+class AgentChannel:
+    """Calls on a connected stream socket to a guest agent."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._sock.setblocking(True)
+        self._timeout: float | None = None
+        self._buf = bytearray()
+        self._seq = 0
+
+    def call(self, op: str, args: tuple[Any, ...],
+             timeout: float | None) -> tuple[int, Any, str | None]:
+        """Send ``(seq, op, args)``; the reply's ``(status, payload, splat)``."""
+        self._seq += 1
+        seq = self._seq
+        if timeout != self._timeout:
+            self._sock.settimeout(timeout)
+            self._timeout = timeout
+        try:
+            self._sock.sendall(encode((seq, op, args)))
+            rseq, status, payload, splat = self._recv_frame()
+        except TimeoutError:
+            raise ChannelTimeout(f"no reply to {op} within {timeout} s") from None
+        except ChannelClosed:
+            raise
+        except OSError as exc:
+            raise ChannelClosed(f"agent channel lost during {op}: {exc}") from None
+        if rseq != seq:
+            raise ProtocolError(f"reply {rseq} to request {seq}: channel out of sync")
+        return status, payload, splat
+
+    def _recv_frame(self) -> Any:
+        buf = self._buf
+        while True:
+            if len(buf) >= HEADER.size:
+                (length,) = HEADER.unpack_from(buf)
+                if length > MAX_FRAME:
+                    raise ProtocolError(f"frame of {length} bytes announced: out of sync")
+                end = HEADER.size + length
+                if len(buf) >= end:
+                    message = decode(bytes(buf[HEADER.size:end]))
+                    del buf[:end]
+                    return message
+            chunk = self._sock.recv(_RECV_SIZE)
+            if not chunk:
+                raise ChannelClosed("agent channel closed")
+            buf += chunk
+
+    def wake(self) -> None:
+        """Make a blocked (or the next) call fail with ChannelClosed; any thread."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close()

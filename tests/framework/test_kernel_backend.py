@@ -1,0 +1,257 @@
+"""The kernel backend on this host: its one-line refusal without /dev/iommu, and
+the parts of the contract that need no iommufd (memory, memfd, mmap, fail-nth)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+
+import pytest
+
+import uapi_headers as u
+from backends import BackendError, Features, open_backend
+from backends.kernel import KernelBackend, faultinject, features, libc
+from backends.kernel.diagnose import DEV_IOMMU, config_iommufd, missing_iommufd_reason
+from backends.kernel.memory import MappingTable
+
+NO_IOMMU = not os.path.exists(DEV_IOMMU)
+
+
+@pytest.fixture
+def be():
+    """The kernel backend without its /dev/iommu check: files and memory only."""
+    backend = KernelBackend(dev_iommu=None)
+    yield backend
+    backend.shutdown()
+
+
+# -- no /dev/iommu ------------------------------------------------------------------
+@pytest.mark.skipif(not NO_IOMMU, reason="this host has /dev/iommu")
+def test_open_without_dev_iommu_is_one_line_error():
+    with pytest.raises(BackendError) as info:
+        open_backend("kernel")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"kernel backend: no /dev/iommu on kernel {os.uname().release}: ")
+    config, _source = config_iommufd(os.uname().release)
+    if config == "n":
+        assert "built without iommufd (CONFIG_IOMMUFD is not set" in message
+
+
+def test_missing_node_reason_names_the_path(tmp_path):
+    path = str(tmp_path / "iommu")
+    with pytest.raises(BackendError, match=f"no {path} on kernel"):
+        KernelBackend(dev_iommu=path)
+    assert missing_iommufd_reason(path).count("\n") == 0
+
+
+def test_unopenable_node_is_one_line_error(tmp_path):
+    path = tmp_path / "iommu"
+    path.write_text("")
+    path.chmod(0)
+    if os.access(path, os.R_OK | os.W_OK):  # root ignores the mode: use a directory
+        path.unlink()
+        path.mkdir()
+    with pytest.raises(BackendError, match=r"^kernel backend: cannot open .*iommu: "):
+        KernelBackend(dev_iommu=str(path))
+
+
+# -- features ---------------------------------------------------------------------
+def test_probe_constants_match_the_uapi():
+    assert features.IOMMU_TEST_CMD == u.IOMMU_TEST_CMD
+    assert features.VFIO_CHECK_EXTENSION == u.VFIO_CHECK_EXTENSION
+    assert features.VFIO_TYPE1v2_IOMMU == u.VFIO_TYPE1v2_IOMMU
+
+
+def test_host_features_are_honest(be):
+    found = be.features
+    assert {Features.FORK, Features.MM_EXIT} <= found
+    assert (Features.FAIL_NTH in found) == os.path.exists("/proc/thread-self/fail-nth")
+    assert (Features.MEMFD in found) == features.memfd_works()
+    # Only an iommufd fd can say these.
+    assert Features.SELFTEST not in found and Features.VFIO_COMPAT not in found
+
+
+def test_selftest_probe_tells_enotty_from_other_errnos(monkeypatch):
+    def answer(err):
+        def fake_ioctl(fd, request, arg=None):
+            assert request == u.IOMMU_TEST_CMD
+            raise OSError(err, os.strerror(err))
+        return fake_ioctl
+
+    monkeypatch.setattr(libc, "ioctl", answer(errno.ENOTTY))
+    assert features.probe_selftest(-1) is False
+    monkeypatch.setattr(libc, "ioctl", answer(errno.EOPNOTSUPP))
+    assert features.probe_selftest(-1) is True
+
+
+def test_iommu_names_from_sysfs(tmp_path):
+    for name in ("dmar0", "smmu3.0x0000000009050000"):
+        (tmp_path / name).mkdir()
+    assert features.iommu_names(str(tmp_path)) == ["dmar0", "smmu3.0x0000000009050000"]
+    assert features.iommu_names(str(tmp_path / "none")) == []
+
+
+# -- ioctl argument passing -------------------------------------------------------
+def test_ioctl_passes_cdata_address_int_and_null(monkeypatch):
+    seen = []
+    monkeypatch.setattr(libc, "raw_ioctl", lambda fd, req, carg: seen.append(carg) or 0)
+    cmd = u.ffi.new("struct iommu_ioas_alloc *", {"size": 12})
+    libc.ioctl(3, u.IOMMU_IOAS_ALLOC, cmd)
+    libc.ioctl(3, u.VFIO_CHECK_EXTENSION, 3)
+    libc.ioctl(3, u.VFIO_CHECK_EXTENSION, None)
+    address = int(libc.ffi.cast("uintptr_t", seen[0]))
+    assert address == int(u.ffi.cast("uintptr_t", cmd))
+    assert int(libc.ffi.cast("uintptr_t", seen[1])) == 3
+    assert seen[2] == libc.ffi.NULL
+
+
+def test_real_ioctl_errno_is_oserror(be):
+    fd = be.memfd(4096)
+    cmd = u.ffi.new("struct iommu_ioas_alloc *", {"size": 12})
+    with pytest.raises(OSError) as info:
+        be.ioctl(fd, u.IOMMU_IOAS_ALLOC, cmd)
+    assert info.value.errno == errno.ENOTTY  # a memfd knows no iommufd ioctl
+
+
+# -- memory -----------------------------------------------------------------------
+def test_alloc_peek_poke(be):
+    addr = be.alloc(3 * be.page_size)
+    assert addr % be.page_size == 0
+    assert be.peek(addr, 16) == bytes(16)
+    be.poke(addr + 100, b"iommufd")
+    assert be.peek(addr + 100, 7) == b"iommufd"
+    # The kernel would read the same bytes from this address.
+    assert bytes(libc.ffi.buffer(libc.ffi.cast("char *", addr + 100), 7)) == b"iommufd"
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_alloc_alignment(be, shared):
+    align = 1 << 21
+    addr = be.alloc(5000, align=align, shared=shared)
+    assert addr % align == 0
+    be.poke(addr + 4999, b"x")
+
+
+def test_alloc_hugepage_is_aligned_and_advised(be):
+    if Features.HUGEPAGES not in be.features:
+        pytest.skip("THP is [never] on this host")
+    addr = be.alloc(be.hugepage_size, align=be.hugepage_size, hugepage=True)
+    assert addr % be.hugepage_size == 0
+    with open("/proc/self/smaps") as f:
+        text = f.read()
+    block = text[text.index(f"{addr:x}-"):].split("VmFlags:", 1)[1].splitlines()[0]
+    assert " hg" in block  # VM_HUGEPAGE from MADV_HUGEPAGE
+
+
+def test_peek_poke_unmapped_is_efault(be):
+    addr = be.alloc(be.page_size)
+    be.munmap(addr, be.page_size)
+    for action in (lambda: be.peek(addr, 1), lambda: be.poke(addr, b"x")):
+        with pytest.raises(OSError) as info:
+            action()
+        assert info.value.errno == errno.EFAULT
+
+
+def test_bad_alignment_is_einval(be):
+    with pytest.raises(OSError) as info:
+        be.alloc(4096, align=3 * 4096)
+    assert info.value.errno == errno.EINVAL
+
+
+def test_memfd_mmap_shares_pages(be):
+    fd = be.memfd(2 * be.page_size, "shared-test")
+    a = be.mmap(fd, 2 * be.page_size)
+    b = be.mmap(fd, be.page_size, offset=be.page_size)
+    be.poke(a + be.page_size + 8, b"memfd")
+    assert be.peek(b + 8, 5) == b"memfd"
+    assert os.fstat(fd).st_size == 2 * be.page_size
+    be.ftruncate(fd, 3 * be.page_size)
+    assert os.fstat(fd).st_size == 3 * be.page_size
+
+
+def test_read_write_on_fds(be):
+    r, w = os.pipe()
+    assert be.write(w, b"event") == 5
+    assert be.read(r, 16) == b"event"
+    os.close(r)
+    os.close(w)
+
+
+def test_open_close_and_shutdown_releases(tmp_path):
+    backend = KernelBackend(dev_iommu=None)
+    fd = backend.open(str(tmp_path / "f"), os.O_RDWR | os.O_CREAT)
+    kept = backend.open("/dev/null")
+    backend.close(fd)
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    addr = backend.alloc(4096)
+    backend.shutdown()
+    backend.shutdown()  # idempotent
+    with pytest.raises(OSError):
+        os.fstat(kept)
+    with open("/proc/self/maps") as f:
+        assert f"{addr:x}-" not in f.read()
+
+
+def test_mapping_table_splits_partial_unmaps():
+    table = MappingTable()
+    table.add(0x10000, 0x4000)
+    table.remove(0x11000, 0x1000)
+    assert table.ranges() == [(0x10000, 0x1000), (0x12000, 0x2000)]
+    table.remove(0x0, 0x100000)
+    assert len(table) == 0
+
+
+# -- fail-nth ---------------------------------------------------------------------
+def test_fail_nth_unavailable_is_backend_error(be):
+    if Features.FAIL_NTH in be.features:
+        pytest.skip("this host has fail-nth")
+    with pytest.raises(BackendError, match="no fail_nth fault injection"):
+        be.fail_nth_write(1)
+
+
+@pytest.mark.skipif(not faultinject.available(), reason="no /proc/thread-self/fail-nth")
+def test_fail_nth_write_read_back(be):
+    be.fail_nth_write(1000)
+    assert be.fail_nth_read() == 1000  # armed around syscalls only: nothing counted yet
+    fd = be.memfd(4096)
+    be.ftruncate(fd, 8192)  # counts whatever fault points ftruncate passes
+    assert 0 < be.fail_nth_read() <= 1000
+    be.fail_nth_write(0)
+    assert be.fail_nth_read() == 0
+
+
+def test_fail_nth_window_arms_only_around_the_call(tmp_path):
+    """The window with a stand-in fail-nth file: armed with the count right
+    before the call, disarmed (0) right after, the remaining count kept."""
+    path = tmp_path / "fail-nth"
+    path.write_text("0")
+    nth = faultinject.FailNth(str(path), debugfs=str(tmp_path))
+    nth.write(7)
+    assert path.read_text() == "0"  # not armed while Python runs
+
+    def syscall():
+        assert path.read_text() == "7"
+        path.write_text("5")  # the kernel counted two fault points
+        return "ret"
+
+    assert nth.call(syscall) == "ret"
+    assert path.read_text() == "0"
+    assert nth.read() == 5
+    with pytest.raises(OSError) as info:
+        nth.write(-1)
+    assert info.value.errno == errno.EINVAL
+
+
+def test_fail_nth_counts_are_per_thread(tmp_path):
+    path = tmp_path / "fail-nth"
+    path.write_text("0")
+    nth = faultinject.FailNth(str(path), debugfs=str(tmp_path))
+    nth.write(3)
+    other = []
+    t = threading.Thread(target=lambda: other.append(nth.read()))
+    t.start()
+    t.join()
+    assert other == [0] and nth.read() == 3
