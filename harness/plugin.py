@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from backends import BACKEND_SPECS, Backend, BackendError, Features, open_backend, parse_spec
-from harness import known_issues, kselftest, ktap
+from harness import known_issues, kselftest, ktap, lineup_report
 from harness.helpers.core import Iommufd, SelftestGlobals
 from harness.helpers.selftest import check_refs
 
@@ -43,6 +43,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--ktap", dest="iommufd_ktap", metavar="FILE", default=None,
         help="write a KTAP v1 report with kselftest case names (env IOMMUFD_KTAP)")
+    group.addoption(
+        "--kselftest-lineup", dest="iommufd_lineup", action="store_true",
+        default=bool(os.environ.get("IOMMUFD_LINEUP")),
+        help="after the run, run the kernel's C selftests in the same guest and line their "
+             "results up with ours by case name (env IOMMUFD_LINEUP=1)")
+    group.addoption(
+        "--lineup-file", dest="iommufd_lineup_file", metavar="FILE", default=None,
+        help="write the full lineup table (every case) to FILE")
 
 
 def _specs(config: pytest.Config) -> list[str]:
@@ -69,7 +77,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[NAMES_KEY] = {}
     config.stash[BACKENDS_KEY] = {}
     config.stash[ISSUES_KEY] = known_issues.load()
-    config.pluginmanager.register(KtapRecorder(config), "iommufd-ktap")
+    recorder = KtapRecorder(config)
+    config.pluginmanager.register(recorder, "iommufd-ktap")
+
+    def opened_backends() -> dict[str, Backend]:
+        return config.stash[BACKENDS_KEY]
+
+    lineup_report.register(config, recorder.outcomes, opened_backends)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -248,6 +262,11 @@ class KtapRecorder:
             return
         name = self.config.stash[NAMES_KEY].get(report.nodeid, report.nodeid)
         self.results[report.nodeid] = ktap.CaseResult(name, outcome, _reason(report))
+
+    def outcomes(self) -> dict[str, str]:
+        """``{kselftest name: outcome}`` of the ported cases run so far."""
+        names = self.config.stash[NAMES_KEY]
+        return {r.name: r.outcome for nodeid, r in self.results.items() if nodeid in names}
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         path = self.config.getoption("iommufd_ktap") or os.environ.get("IOMMUFD_KTAP")
