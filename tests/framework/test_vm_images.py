@@ -1,8 +1,8 @@
 """Tests of vm_images: config fragments, cache keys, QEMU command lines, the guest's /init.
 
 The unit tests build nothing and boot nothing (milliseconds). The end-to-end tests
-at the bottom are marked ``slow`` and run only with IOMMUFD_VM_TESTS=1: they build
-(or reuse) the real guest images and boot them under QEMU.
+at the bottom are marked ``slow`` (run them with ``-m slow``): they build (or reuse)
+the real guest images and boot them under QEMU.
 """
 
 from __future__ import annotations
@@ -489,8 +489,6 @@ def _run_cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[s
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("IOMMUFD_VM_TESTS"),
-                    reason="builds and boots QEMU guests; set IOMMUFD_VM_TESTS=1")
 def test_e2e_kernel_selftests_run_in_the_guest(arch: str) -> None:
     proc = _run_cli("boot", "--arch", arch)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -515,8 +513,6 @@ print("guest-check", os.uname().machine, cffi.__version__, c.out_ioas_id)
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("IOMMUFD_VM_TESTS"),
-                    reason="builds and boots QEMU guests; set IOMMUFD_VM_TESTS=1")
 def test_e2e_python_and_cffi_drive_dev_iommu_in_the_guest(arch: str) -> None:
     proc = _run_cli("exec", "--arch", arch, "--", "python3", "-c", GUEST_CHECK)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
@@ -524,8 +520,6 @@ def test_e2e_python_and_cffi_drive_dev_iommu_in_the_guest(arch: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("IOMMUFD_VM_TESTS"),
-                    reason="builds and boots QEMU guests; set IOMMUFD_VM_TESTS=1")
 def test_e2e_shell_mode_with_pexpect() -> None:
     pexpect = pytest.importorskip("pexpect")
     root = Path(__file__).resolve().parents[2]
@@ -544,8 +538,6 @@ def test_e2e_shell_mode_with_pexpect() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("IOMMUFD_VM_TESTS"),
-                    reason="builds and boots QEMU guests; set IOMMUFD_VM_TESTS=1")
 def test_e2e_second_build_is_a_cache_hit() -> None:
     from vm_images.image import ensure_guest_image
 
