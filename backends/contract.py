@@ -168,6 +168,17 @@ class Backend(abc.ABC):
         """A ``/proc/<pid>/status`` value such as ``VmPin`` (kB); pid 0 is this process."""
         raise BackendError(f"{self.spec}: has no /proc/<pid>/status")
 
+    def drop_capability(self, name: str) -> bool:
+        """Clear capability ``name`` (``"CAP_IPC_LOCK"``) from the effective set of the
+        process the calls run in, as the kernel's tests do with libcap; True when it
+        was effective. It stays permitted, so :meth:`restore_capability` can raise it."""
+        raise BackendError(f"{self.spec}: has no capabilities to drop")
+
+    def restore_capability(self, name: str) -> None:
+        """Raise a capability dropped by :meth:`drop_capability` back into the
+        effective set (the kernel's tests never need to: each runs in its own fork)."""
+        raise BackendError(f"{self.spec}: has no capabilities to restore")
+
     # -- helpers every backend shares ------------------------------------
     def has(self, *features: str) -> bool:
         """True when the backend offers every named feature."""

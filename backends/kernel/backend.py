@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 
@@ -14,8 +15,9 @@ from backends.contract import (
     Features,
     IoctlArg,
 )
-from backends.kernel import faultinject, features, libc
+from backends.kernel import caps, faultinject, features, libc, procfs
 from backends.kernel.diagnose import DEV_IOMMU, missing_iommufd_reason
+from backends.kernel.fork import fork_backend
 from backends.kernel.memory import MappingTable, ProcessMemory, map_anonymous
 
 
@@ -56,6 +58,11 @@ class KernelBackend(Backend):
     so the Python work between calls consumes no fault points. ``alloc``,
     ``peek`` and ``poke`` are harness mechanics (the C tests' buffers and CPU
     accesses) and run unarmed.
+
+    fork: :meth:`fork_child` forks this process; the child's backend
+    (:meth:`_adopt_in_child`) owns the inherited fds and mappings as its own, and
+    serves the calls the parent makes on the returned backend (see
+    :mod:`backends.kernel.fork`).
     """
 
     def __init__(self, *, dev_iommu: str | None = DEV_IOMMU) -> None:
@@ -172,6 +179,45 @@ class KernelBackend(Backend):
     def ftruncate(self, fd: int, length: int) -> None:
         """ftruncate(2)."""
         self._fail_nth.call(libc.ftruncate, fd, length)
+
+    # -- processes and credentials -----------------------------------------
+    def fork_child(self) -> Backend:
+        """fork(2): a backend whose calls run in the child (see :mod:`backends.kernel.fork`)."""
+        return fork_backend(self, self._adopt_in_child)
+
+    def _adopt_in_child(self) -> KernelBackend:
+        """In a freshly forked child: this backend's state as the child's own.
+
+        The fds and the mapping table are the inherited ones (the child's copies):
+        nothing the contract can see is re-opened. Only two private handles are
+        made anew, as they belong to the parent's task: the /proc/self/mem fd keeps
+        the mm it was opened on (the child's peeks would read the parent's private
+        pages), and a fail-nth file arms the thread that opened it.
+        """
+        child = copy.copy(self)
+        child._fds = set(self._fds)
+        child._maps = copy.deepcopy(self._maps)
+        child._mem = ProcessMemory()
+        child._fail_nth = faultinject.FailNth()
+        child._closed = False
+        return child
+
+    def getpid(self) -> int:
+        """getpid(2) of this process."""
+        return os.getpid()
+
+    def proc_status(self, field: str, pid: int = 0) -> int:
+        """A /proc/<pid>/status value (VmPin, VmLck in kB); pid 0 is this process."""
+        return procfs.status_value(field, pid)
+
+    def drop_capability(self, name: str) -> bool:
+        """Clear ``name`` from the calling thread's effective capabilities (it stays
+        permitted); True when it was effective."""
+        return caps.set_effective(name, False)
+
+    def restore_capability(self, name: str) -> None:
+        """Raise ``name`` into the calling thread's effective capabilities again."""
+        caps.set_effective(name, True)
 
     # -- fault injection -------------------------------------------------
     def fail_nth_write(self, n: int) -> None:

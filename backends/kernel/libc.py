@@ -27,6 +27,10 @@ ffi.cdef("""
     int ftruncate(int fd, int64_t length);
     int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
               unsigned long arg5);
+    struct cap_header { uint32_t version; int pid; };
+    struct cap_data { uint32_t effective; uint32_t permitted; uint32_t inheritable; };
+    int capget(struct cap_header *hdrp, struct cap_data *datap);
+    int capset(struct cap_header *hdrp, const struct cap_data *datap);
 """)
 lib: Any = ffi.dlopen(None)
 
@@ -34,6 +38,9 @@ MAP_FAILED = 2**64 - 1  # (void *)-1
 MADV_HUGEPAGE = 14
 MFD_CLOEXEC = 0x0001
 PR_SET_PDEATHSIG = 1
+# <linux/capability.h>: version 3 takes two cap_data, for capabilities 0-31 and 32-63.
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_LINUX_CAPABILITY_U32S_3 = 2
 
 
 _strerror: dict[int, str] = {}
@@ -114,4 +121,31 @@ def set_pdeathsig(sig: int) -> None:
     that forked it exits (used in a child's preexec, so a killed parent takes
     the child with it)."""
     if lib.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        _raise()
+
+
+def _cap_header() -> Any:
+    return ffi.new("struct cap_header *", {"version": _LINUX_CAPABILITY_VERSION_3, "pid": 0})
+
+
+def capget() -> tuple[int, int, int]:
+    """capget(2) of the calling thread: its (effective, permitted, inheritable)
+    sets as 64-bit masks."""
+    data = ffi.new("struct cap_data[]", _LINUX_CAPABILITY_U32S_3)
+    if lib.capget(_cap_header(), data) != 0:
+        _raise()
+    return (data[0].effective | data[1].effective << 32,
+            data[0].permitted | data[1].permitted << 32,
+            data[0].inheritable | data[1].inheritable << 32)
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) of the calling thread (64-bit masks); EPERM for a capability
+    outside the permitted set."""
+    data = ffi.new("struct cap_data[]", _LINUX_CAPABILITY_U32S_3)
+    for i, shift in enumerate((0, 32)):
+        data[i].effective = effective >> shift & 0xFFFFFFFF
+        data[i].permitted = permitted >> shift & 0xFFFFFFFF
+        data[i].inheritable = inheritable >> shift & 0xFFFFFFFF
+    if lib.capset(_cap_header(), data) != 0:
         _raise()

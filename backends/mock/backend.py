@@ -190,6 +190,19 @@ class MockBackend(Backend):
             raise BackendError(f"mock: /proc/<pid>/status has no modelled field {field!r}")
         return pages * (PAGE_SIZE // 1024)
 
+    def drop_capability(self, name: str) -> bool:
+        """Drop a capability of the simulated task (CAP_IPC_LOCK: new pages are
+        accounted); True when it was held."""
+        was = self.kernel.task.set_capability(name, False)
+        if was is None:
+            raise BackendError(f"mock: capability {name!r} is not modelled")
+        return was
+
+    def restore_capability(self, name: str) -> None:
+        """Give the simulated task a dropped capability back."""
+        if self.kernel.task.set_capability(name, True) is None:
+            raise BackendError(f"mock: capability {name!r} is not modelled")
+
     @property
     def warnings(self) -> list[str]:
         """The WARN_ONs the model hit (a kernel WARN is a bug)."""

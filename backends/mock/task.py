@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RLIM_INFINITY = (1 << 64) - 1
+#: the capabilities the model checks, by <linux/capability.h> name
+_CAPABILITY_FIELDS = {
+    "CAP_SYS_RESOURCE": "cap_sys_resource",
+    "CAP_IPC_LOCK": "cap_ipc_lock",
+    "CAP_SYS_RAWIO": "cap_sys_rawio",
+}
 
 
 @dataclass
@@ -28,6 +34,16 @@ class Task:
     """mm->locked_vm, in pages (VmLck)."""
     user_locked_vm: int = 0
     """current_user()->locked_vm, in pages (the USER accounting mode)."""
+
+    def set_capability(self, name: str, on: bool) -> bool | None:
+        """Grant or drop a modelled capability; whether it was held before, or None
+        for a capability the model does not check."""
+        attr = _CAPABILITY_FIELDS.get(name)
+        if attr is None:
+            return None
+        was: bool = getattr(self, attr)
+        setattr(self, attr, on)
+        return was
 
     def memlock_limit_pages(self, page_shift: int) -> int:
         """task_rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT."""

@@ -5,7 +5,10 @@ and powers the guest off when it exits. The agent reads request frames, runs
 them on a :class:`~backends.kernel.KernelBackend` (through
 :class:`~backends.qemu.dispatch.Dispatcher`) and writes one reply frame per
 request. It is single-threaded on purpose: fail-nth is per task, so arming it
-and the ioctl under test run in this one thread, back to back.
+and the ioctl under test run in this one thread, back to back (and fork(2) copies
+only the calling thread anyway). A ``fork_child`` request forks the agent: the
+child serves its calls over a socketpair (:mod:`backends.kernel.fork`), and the
+agent relays the host's ``child_call`` requests to it.
 
 Tests run the same loop on the host over a socketpair (``--fd``) with a fake
 backend (``--backend module:callable``).

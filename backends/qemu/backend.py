@@ -1,10 +1,11 @@
 """QemuBackend: the backend contract in a QEMU guest, through the guest agent.
 
-The calls travel as bytes (see :mod:`backends.qemu.protocol`): an ioctl's cdata
-is sent as its buffer and the bytes that come back (on success and on an
-errno) are written into it, so callers see exactly what an in-process ioctl
-would have left there. Addresses are guest addresses (from ``alloc``, ``mmap``,
-``memfd``), and fds are guest fds.
+The calls travel as bytes (see :mod:`backends.kernel.rpc`): an ioctl's cdata is
+sent as its buffer and the bytes that come back (on success and on an errno) are
+written into it, so callers see exactly what an in-process ioctl would have left
+there. Addresses are guest addresses (from ``alloc``, ``mmap``, ``memfd``), and
+fds are guest fds. :meth:`fork_child` forks the agent in the guest; the child is a
+:class:`~backends.kernel.rpc.client.RemoteChild` whose calls the agent relays.
 
 When the guest splats, hangs or dies, the running call raises
 :class:`~backends.qemu.errors.GuestCrashed` with the console excerpt and the
@@ -17,28 +18,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cffi
-
-from backends.contract import (
-    MAP_SHARED,
-    PROT_READ,
-    PROT_WRITE,
-    Backend,
-    BackendError,
-    IoctlArg,
-)
-from backends.qemu.calls import Call, Outcome, check_call
+from backends.contract import BackendError
+from backends.kernel.rpc.client import RemoteBackend
 from backends.qemu.errors import GuestCrashed
 from backends.qemu.guest import Guest
 from backends.qemu.launcher import ImageLauncher, Launcher
-from backends.qemu.protocol import ERRNO, OK, reply_error
+from backends.qemu.protocol import OK, reply_error
 from backends.qemu.splats import Splat
-
-_ffi = cffi.FFI()
 
 #: env overrides of the per-call watchdog and the boot timeout (seconds)
 CALL_TIMEOUT_ENV = "IOMMUFD_QEMU_CALL_TIMEOUT"
@@ -52,20 +42,7 @@ def _env_seconds(name: str, default: float) -> float:
     return float(value) if value else default
 
 
-def _wire_arg(arg: IoctlArg) -> tuple[Any, Any]:
-    """An ioctl argument as it travels, and the buffer to write the reply into."""
-    if arg is None or isinstance(arg, int):
-        return arg, None
-    buf = _ffi.buffer(arg)
-    return bytes(buf), buf
-
-
-def _write_back(buf: Any, data: bytes | None) -> None:
-    if buf is not None and data is not None and len(data) == len(buf):
-        buf[:] = data
-
-
-class QemuBackend(Backend):
+class QemuBackend(RemoteBackend):
     """The contract in a QEMU guest of ``arch`` (booted at construction).
 
     ``launcher`` says what to boot (default: vm_images' image for ``arch``);
@@ -157,122 +134,17 @@ class QemuBackend(Backend):
             self.crashes.append(exc)
             raise
 
-    def _call(self, op: str, *args: Any) -> Any:
-        status, payload = self._request(op, args)
-        if status == OK:
-            return payload
-        raise reply_error(status, payload, self.spec)
+    def request(self, op: str, args: tuple[Any, ...]) -> tuple[int, Any]:
+        """One request to the agent with the per-call watchdog (see :meth:`_request`)."""
+        return self._request(op, args)
 
-    # -- files -----------------------------------------------------------
-    def open(self, path: str, flags: int = os.O_RDWR) -> int:
-        """open(2) in the guest."""
-        fd: int = self._call("open", path, flags)
-        return fd
-
-    def close(self, fd: int) -> None:
-        """close(2) in the guest."""
-        self._call("close", fd)
-
-    def ioctl(self, fd: int, request: int, arg: IoctlArg = None) -> int:
-        """ioctl(2) in the guest; ``arg``'s buffer is updated as the kernel left it."""
-        wire, buf = _wire_arg(arg)
-        status, payload = self._request("ioctl", (fd, request, wire))
-        if status == OK:
-            ret, data = payload
-            _write_back(buf, data)
-            return int(ret)
-        if status == ERRNO:
-            _write_back(buf, payload[2])
-        raise reply_error(status, payload, self.spec)
-
-    def read(self, fd: int, length: int) -> bytes:
-        """read(2) in the guest."""
-        data: bytes = self._call("read", fd, length)
-        return data
-
-    def write(self, fd: int, data: bytes) -> int:
-        """write(2) in the guest."""
-        n: int = self._call("write", fd, bytes(data))
-        return n
-
-    def mmap(self, fd: int, length: int, offset: int = 0,
-             prot: int = PROT_READ | PROT_WRITE, flags: int = MAP_SHARED) -> int:
-        """mmap(2) of a guest fd; returns the guest address."""
-        addr: int = self._call("mmap", fd, length, offset, prot, flags)
-        return addr
-
-    def munmap(self, addr: int, length: int) -> None:
-        """munmap(2) in the guest."""
-        self._call("munmap", addr, length)
-
-    # -- user memory -----------------------------------------------------
-    def alloc(self, length: int, *, align: int = 0, shared: bool = True,
-              hugepage: bool = False) -> int:
-        """Anonymous memory in the agent; returns its guest address."""
-        addr: int = self._call("alloc", length, align, shared, hugepage)
-        return addr
-
-    def peek(self, addr: int, length: int) -> bytes:
-        """Read guest user memory."""
-        data: bytes = self._call("peek", addr, length)
-        return data
-
-    def poke(self, addr: int, data: bytes) -> None:
-        """Write guest user memory."""
-        self._call("poke", addr, bytes(data))
-
-    def memfd(self, length: int, name: str = "iommufd-harness") -> int:
-        """memfd_create(2) + ftruncate(2) in the guest."""
-        fd: int = self._call("memfd", length, name)
-        return fd
-
-    def ftruncate(self, fd: int, length: int) -> None:
-        """ftruncate(2) in the guest."""
-        self._call("ftruncate", fd, length)
-
-    # -- fault injection -------------------------------------------------
-    def fail_nth_write(self, n: int) -> None:
-        """Set the agent thread's fail-nth count; the agent arms it right before
-        each following contract syscall (see backends.kernel.faultinject)."""
-        self._call("fail_nth_write", n)
-
-    def fail_nth_read(self) -> int:
-        """The agent thread's remaining fail-nth count (0: the fault fired)."""
-        n: int = self._call("fail_nth_read")
-        return n
+    @property
+    def session(self) -> Hashable:
+        """The current boot while its guest runs (a crash ends it, and the children
+        forked in it); None while no guest runs."""
+        return self.boots if self._guest is not None else None
 
     # -- beyond the contract ----------------------------------------------
-    def batch(self, calls: Sequence[Call], *, stop_on_error: bool = False) -> list[Outcome]:
-        """Run independent calls in one round trip; ioctl buffers are updated
-        in place as by :meth:`ioctl`. Calls are ``("ioctl", fd, request, arg)``,
-        ``("alloc", length, align, shared, hugepage)``, ... (see
-        :mod:`backends.qemu.calls`)."""
-        wire: list[tuple[str, tuple[Any, ...]]] = []
-        buffers: list[Any] = []
-        for call in calls:
-            check_call(call)
-            op, *args = call
-            buf = None
-            if op == "ioctl":
-                fd, request, *rest = args
-                arg, buf = _wire_arg(rest[0] if rest else None)
-                args = [fd, request, arg]
-            wire.append((op, tuple(args)))
-            buffers.append(buf)
-        replies = self._call("batch", wire, stop_on_error)
-        outcomes: list[Outcome] = []
-        for (op, _), buf, (status, payload) in zip(wire, buffers, replies, strict=False):
-            if status == OK:
-                if op == "ioctl":
-                    _write_back(buf, payload[1])
-                    payload = payload[0]
-                outcomes.append(Outcome(payload))
-                continue
-            if status == ERRNO and op == "ioctl":
-                _write_back(buf, payload[2])
-            outcomes.append(Outcome(error=reply_error(status, payload, self.spec)))
-        return outcomes
-
     def run(self, argv: Sequence[str], timeout: float = 600.0) -> tuple[int, bytes, bool]:
         """Run a command in the guest: ``(exit status, output, timed_out)``.
 

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from backends.kernel.rpc.channel import Channel, ChannelClosed, ChannelTimeout
 from backends.qemu import process
-from backends.qemu.channel import AgentChannel, ChannelClosed, ChannelTimeout
 from backends.qemu.console import ConsoleWatcher
 from backends.qemu.errors import GuestCrashed, GuestError
-from backends.qemu.protocol import OK, ProtocolError
+from backends.qemu.protocol import OK, PROTOCOL_VERSION, ProtocolError
 from backends.qemu.splats import Splat, classify
 
 #: after the channel breaks: how long the console gets to show why
@@ -46,7 +46,7 @@ class Guest:
         self.exit_status: int | None = None
         self._child: Any = None
         self._watcher: ConsoleWatcher | None = None
-        self._channel: AgentChannel | None = None
+        self._channel: Channel | None = None
 
     # -- boot ------------------------------------------------------------
     def boot(self) -> dict[str, Any]:
@@ -59,7 +59,7 @@ class Guest:
         self._watcher.start()
         self.alive = True
         try:
-            self._channel = AgentChannel(self._connect(deadline))
+            self._channel = Channel(self._connect(deadline))
             status, info, _splat = self._channel.call(
                 "hello", (), max(0.1, deadline - time.monotonic()))
         except (ChannelTimeout, ChannelClosed, ProtocolError, GuestError) as exc:
@@ -70,6 +70,11 @@ class Guest:
         if status != OK:
             self.kill()
             raise GuestError(f"agent hello failed: {info}")
+        if info.get("version") != PROTOCOL_VERSION:
+            # The image is keyed on the agent's sources, so this is a stale or foreign one.
+            self.kill()
+            raise GuestError(f"the guest agent speaks protocol {info.get('version')}, the "
+                             f"host {PROTOCOL_VERSION}: rebuild the guest image")
         if self._watcher.splat_started.is_set():
             raise self._crashed(self._watcher.wait_splat(_SETTLE), "boot", "")
         self.info = dict(info)

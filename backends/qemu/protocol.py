@@ -1,144 +1,51 @@
-"""The host <-> guest-agent wire protocol.
+"""The host <-> guest-agent wire protocol: the served-backend protocol of
+:mod:`backends.kernel.rpc.protocol` (frames, statuses, contract and server ops,
+version), plus the agent's own ops and its virtio-serial port.
 
-A byte stream (a virtio-serial port in the guest, a unix socket on the host, a
-socketpair in tests) carries frames: a little-endian u32 length, then a
-``marshal`` (version 4) encoding of plain data. marshal is the fastest stdlib
-codec for tuples of ints/bytes/str (about 0.7 us for a request and its reply)
-and, unlike pickle, loading it never runs code.
+Agent ops, on top of the contract and server ops every server answers:
 
-Messages (strictly one reply per request, in order)::
+* ``hello`` ``()`` -> dict: ``version`` (:data:`PROTOCOL_VERSION`, which the host
+  checks), ``kernel_release``, ``machine``, ``features`` (list), ``backend_error``
+  (str or None), ``page_size``, ``hugepage_size``, ``pid``.
+* ``run`` ``(argv, timeout)`` -> ``(exit status, output bytes, timed_out)``: a guest
+  command (the C selftests), stdout and stderr merged.
+* ``stats`` ``()`` -> ``{"requests": n, "service_seconds": s}``: requests served and
+  the agent's time on them, from a request read to its reply written (the rest of a
+  round trip is the channel).
 
-    request  (seq, op, args)                 op: one of OPS, args: a tuple
-    reply    (seq, status, payload, splat)   status: OK / ERRNO / BACKEND_ERROR / AGENT_BUG
-
-``splat`` is None, or the first kernel log line of a splat (WARNING, BUG,
-Oops, ...) logged while the request ran (see :mod:`backends.qemu.kmsg`).
-
-* OK: ``payload`` is the call's value.
-* ERRNO: ``payload`` is ``(errno, strerror, data)``; the call raised OSError.
-  ``data`` is the ioctl argument's bytes after the failed ioctl (the kernel
-  writes some outputs on failure, e.g. IOMMU_IOAS_IOVA_RANGES' num_iovas with
-  EMSGSIZE), else None.
-* BACKEND_ERROR: ``payload`` is the message of a BackendError.
-* AGENT_BUG: ``payload`` is ``"Type: message"`` of any other exception.
-
-Contract ops take the contract's positional arguments; ``alloc`` takes
-``(length, align, shared, hugepage)``. An ioctl argument travels as None, an
-int, or the bytes of the cdata's buffer; the ioctl's value is ``(return value,
-bytes after the call or None)``.
-
-Agent ops:
-
-* ``hello`` ``()`` -> dict: ``version``, ``kernel_release``, ``machine``,
-  ``features`` (list), ``backend_error`` (str or None), ``page_size``,
-  ``hugepage_size``, ``pid``.
-* ``batch`` ``(calls, stop_on_error)``, each call ``(op, args)`` -> a list of
-  ``(status, payload)``, one per call executed.
-* ``run`` ``(argv, timeout)`` -> ``(exit status, output bytes, timed_out)``: a
-  guest command (the C selftests), stdout and stderr merged.
-* ``stats`` ``()`` -> ``{"requests": n, "service_seconds": s}``: requests
-  served and the agent's time on them, from a request read to its reply
-  written (the rest of a round trip is the channel).
-* ``exit`` ``()`` -> None; the agent answers, releases its backend and exits.
+A test's forked children live in the agent's handle table (``fork_child``,
+``child_call``, ``child_exit``); the agent watches the kernel log for them too, so a
+splat during a child's call fails that call.
 """
 
 from __future__ import annotations
 
-import marshal
-import os
-import struct
-from typing import Any
+from backends.kernel.rpc.protocol import (
+    AGENT_BUG,
+    BACKEND_ERROR,
+    CONTRACT_OPS,
+    ERRNO,
+    HEADER,
+    MAX_FRAME,
+    OK,
+    PROTOCOL_VERSION,
+    SERVER_OPS,
+    FrameReader,
+    ProtocolError,
+    decode,
+    encode,
+    error_reply,
+    reply_error,
+)
 
-from backends.contract import BackendError
-
-PROTOCOL_VERSION = 3
 #: the virtio-serial port name the agent looks for (/sys/class/virtio-ports/*/name)
 PORT_NAME = "org.iommufd.agent"
 
-OK = 0
-ERRNO = 1
-BACKEND_ERROR = 2
-AGENT_BUG = 3
+AGENT_OPS = ("hello", "run", "stats")
+OPS = CONTRACT_OPS + SERVER_OPS + AGENT_OPS
 
-#: the contract's calls, in the order of backends.contract.Backend
-CONTRACT_OPS = (
-    "open", "close", "ioctl", "read", "write", "mmap", "munmap", "alloc", "peek",
-    "poke", "memfd", "ftruncate", "fail_nth_write", "fail_nth_read",
-)
-AGENT_OPS = ("hello", "batch", "run", "stats", "exit")
-OPS = CONTRACT_OPS + AGENT_OPS
-
-HEADER = struct.Struct("<I")
-MAX_FRAME = 1 << 30
-_MARSHAL_VERSION = 4  # readable by every Python 3 the host or guest may run
-
-
-class ProtocolError(RuntimeError):
-    """The byte stream does not carry valid frames (a desynchronised or dead peer)."""
-
-
-def encode(message: Any) -> bytes:
-    """One frame: the length header and the marshalled message."""
-    body = marshal.dumps(message, _MARSHAL_VERSION)
-    return HEADER.pack(len(body)) + body
-
-
-def decode(body: bytes | bytearray | memoryview) -> Any:
-    """The message in one frame's body."""
-    try:
-        return marshal.loads(body)
-    except (ValueError, EOFError, TypeError) as exc:
-        raise ProtocolError(f"undecodable frame of {len(body)} bytes: {exc}") from exc
-
-
-class FrameReader:
-    """Reassembles frames from stream chunks of any size."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        """Append bytes read from the stream."""
-        self._buf += data
-
-    def next(self) -> tuple[bool, Any]:
-        """``(True, message)`` for the next complete frame, else ``(False, None)``."""
-        if len(self._buf) < HEADER.size:
-            return False, None
-        (length,) = HEADER.unpack_from(self._buf)
-        if length > MAX_FRAME:
-            raise ProtocolError(f"frame of {length} bytes announced: stream out of sync")
-        end = HEADER.size + length
-        if len(self._buf) < end:
-            return False, None
-        body = bytes(self._buf[HEADER.size:end])
-        del self._buf[:end]
-        return True, decode(body)
-
-    def reset(self) -> None:
-        """Drop a partial frame (the peer went away mid-frame)."""
-        self._buf.clear()
-
-    @property
-    def pending(self) -> int:
-        """Bytes received but not yet returned as a frame."""
-        return len(self._buf)
-
-
-def error_reply(exc: BaseException, data: bytes | None = None) -> tuple[int, Any]:
-    """The (status, payload) that carries ``exc`` to the other side."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return ERRNO, (exc.errno, exc.strerror or os.strerror(exc.errno), data)
-    if isinstance(exc, BackendError):
-        return BACKEND_ERROR, str(exc)
-    return AGENT_BUG, f"{type(exc).__name__}: {exc}"
-
-
-def reply_error(status: int, payload: Any, where: str = "agent") -> Exception:
-    """The exception a non-OK reply stands for (OSError keeps the kernel's errno)."""
-    if status == ERRNO:
-        err, strerror, _data = payload
-        return OSError(err, strerror)
-    if status == BACKEND_ERROR:
-        return BackendError(str(payload))
-    return BackendError(f"{where}: {payload}")
+__all__ = [
+    "AGENT_BUG", "AGENT_OPS", "BACKEND_ERROR", "CONTRACT_OPS", "ERRNO", "HEADER",
+    "MAX_FRAME", "OK", "OPS", "PORT_NAME", "PROTOCOL_VERSION", "SERVER_OPS",
+    "FrameReader", "ProtocolError", "decode", "encode", "error_reply", "reply_error",
+]

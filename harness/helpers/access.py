@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 
 import uapi_headers as u
-from backends.qemu.calls import Call, batch
+from backends.calls import Call, batch
 from harness.helpers.core import Iommufd, SelftestGlobals
 from harness.helpers.selftest import run_test_cmd, test_cmd
 

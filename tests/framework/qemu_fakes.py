@@ -5,7 +5,9 @@
   its EMSGSIZE-and-write-back), fail-nth countdown, bytearray user memory, and
   "console" misbehaviour on demand: opening /proc/sysrq-trigger and writing
   ``c`` prints a panic and dies like a guest does; ``FAKE_WARN`` prints a
-  WARNING splat and carries on; ``FAKE_HANG`` never answers.
+  WARNING splat and carries on; ``FAKE_HANG`` never answers. ``fork_child``
+  really forks (the child serves a copy of the fake, see backends.kernel.fork);
+  ``getpid``/``proc_status`` are this process's; capabilities are a set of names.
 * ``python3 qemu_fakes.py --socket PATH``: a stand-in for qemu-system-*: prints
   a boot log on stdout (the console), listens on PATH like QEMU's chardev
   socket, and serves the real agent loop on the connection with FakeKernel.
@@ -30,6 +32,8 @@ if __name__ == "__main__":  # run as a script by the tests' launcher: find the r
 import cffi
 
 from backends.contract import Backend, BackendError, Features
+from backends.kernel import procfs
+from backends.kernel.fork import fork_backend
 
 _ffi = cffi.FFI()
 
@@ -121,6 +125,7 @@ class FakeKernel(Backend):
         self._mem: dict[int, bytearray] = {}
         self._brk = BASE_ADDR
         self._fail_nth = 0
+        self.dropped_capabilities: set[str] = set()
 
     @property
     def kernel_release(self) -> str:
@@ -249,6 +254,26 @@ class FakeKernel(Backend):
     def fail_nth_read(self) -> int:
         return self._fail_nth
 
+    # -- processes -------------------------------------------------------
+    def fork_child(self) -> Backend:
+        # The child serves its copy of this fake: fds and objects as they were at
+        # the fork, memory copied (private, unlike the shared buffers of the tests).
+        return fork_backend(self, lambda: self)
+
+    def getpid(self) -> int:
+        return os.getpid()
+
+    def proc_status(self, field: str, pid: int = 0) -> int:
+        return procfs.status_value(field, pid)
+
+    def drop_capability(self, name: str) -> bool:
+        was = name not in self.dropped_capabilities
+        self.dropped_capabilities.add(name)
+        return was
+
+    def restore_capability(self, name: str) -> None:
+        self.dropped_capabilities.discard(name)
+
 
 def broken_kernel() -> Backend:
     """A factory that fails like KernelBackend on a kernel without iommufd."""
@@ -268,7 +293,12 @@ def fake_qemu(argv: list[str] | None = None) -> int:
     parser.add_argument("--boot-delay", type=float, default=0.0)
     parser.add_argument("--boot-panic", action="store_true")
     parser.add_argument("--no-kmsg", action="store_true", help="the agent watches no log")
+    parser.add_argument("--protocol-version", type=int, default=None,
+                        help="the agent claims this protocol version (a stale image)")
     opts = parser.parse_args(argv)
+    if opts.protocol_version is not None:
+        from backends.qemu import dispatch
+        dispatch.PROTOCOL_VERSION = opts.protocol_version
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(opts.socket)  # QEMU makes its chardev socket first, then boots
     server.listen(1)

@@ -1,21 +1,29 @@
 """The kernel backend on this host: its one-line refusal without /dev/iommu, and
-the parts of the contract that need no iommufd (memory, memfd, mmap, fail-nth)."""
+the parts of the contract that need no iommufd (memory, memfd, mmap, fail-nth,
+forked children, /proc/<pid>/status, capabilities)."""
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
+import subprocess
+import sys
+import termios
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 import uapi_headers as u
 from backends import BackendError, Features, open_backend
-from backends.kernel import KernelBackend, faultinject, features, libc
+from backends.kernel import KernelBackend, caps, faultinject, features, libc
 from backends.kernel.diagnose import DEV_IOMMU, config_iommufd, missing_iommufd_reason
 from backends.kernel.memory import MappingTable
 
 NO_IOMMU = not os.path.exists(DEV_IOMMU)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -255,3 +263,213 @@ def test_fail_nth_counts_are_per_thread(tmp_path):
     t.start()
     t.join()
     assert other == [0] and nth.read() == 3
+
+
+# -- fork_child, getpid, proc_status, capabilities -------------------------------------
+def _state(pid):
+    """The process's state letter (``Z``: a zombie), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def _dead(pid, within=5.0):
+    deadline = time.monotonic() + within
+    while _state(pid) not in (None, "Z", "X"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def child(be):
+    forked = be.fork_child()
+    yield forked
+    forked.shutdown()
+
+
+def test_child_shares_map_shared_memory_and_copies_private(be):
+    page = be.page_size
+    shared, private = be.alloc(page, shared=True), be.alloc(page, shared=False)
+    be.poke(private, b"before")
+    with be.fork_child() as child:
+        # Written after the fork: seen through MAP_SHARED only.
+        be.poke(shared, b"parent")
+        be.poke(private, b"parent")
+        assert child.peek(shared, 6) == b"parent"
+        assert child.peek(private, 6) == b"before"  # the child's copy, made at the fork
+        child.poke(shared + 8, b"child")
+        child.poke(private, b"child!")
+        assert be.peek(shared + 8, 5) == b"child"  # the child's write comes back
+        assert be.peek(private, 6) == b"parent"
+        assert child.peek(private, 6) == b"child!"
+
+
+def test_child_memory_outside_its_mappings_is_efault(be, child):
+    addr = be.alloc(be.page_size)  # after the fork: the parent's alone
+    for bad in (0, addr):
+        with pytest.raises(OSError) as info:
+            child.peek(bad, 1)
+        assert info.value.errno == errno.EFAULT
+
+
+def test_child_inherits_fds_and_its_own_stay_its_own(be):
+    fd = be.memfd(be.page_size, "fork-test")
+    with be.fork_child() as second:
+        second.ftruncate(fd, 2 * be.page_size)
+        addr = second.mmap(fd, be.page_size)
+        second.poke(addr, b"memfd")
+        assert os.fstat(fd).st_size == 2 * be.page_size  # one file, both processes
+        assert os.pread(fd, 5, 0) == b"memfd"
+        mine = second.memfd(be.page_size, "child-only")
+        with pytest.raises(OSError) as info:
+            os.fstat(mine)  # the child's new fd is not the parent's
+        assert info.value.errno == errno.EBADF
+
+
+def test_child_ioctl_writes_the_argument_back(be, child):
+    r, w = os.pipe()
+    try:
+        os.write(w, b"12345")
+        with be.fork_child() as forked:  # has the pipe
+            count = libc.ffi.new("int *")
+            assert forked.ioctl(r, termios.FIONREAD, count) == 0
+            assert count[0] == 5
+            with pytest.raises(OSError) as info:
+                forked.ioctl(r, 0x1234, count)
+            assert info.value.errno == errno.ENOTTY
+            outcomes = forked.batch([("ioctl", r, termios.FIONREAD, count), ("close", 999)])
+            assert [o.errno for o in outcomes] == [0, errno.EBADF] and count[0] == 5
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_getpid_and_proc_status(be, child):
+    me = os.getpid()
+    assert be.getpid() == me
+    pid = child.getpid()
+    assert pid not in (0, me) and pid == child.pid
+    assert child.proc_status("Pid") == pid and child.proc_status("PPid:") == me
+    assert be.proc_status("Pid", pid) == pid
+    assert child.proc_status("VmPin", me) == be.proc_status("VmPin") == 0
+    assert child.proc_status("VmRSS") > 0
+    with pytest.raises(BackendError, match="no field 'VmNope'"):
+        child.proc_status("VmNope")
+    with pytest.raises(BackendError, match="not a number"):
+        child.proc_status("State")
+
+
+def test_proc_status_of_a_missing_process_is_enoent(be):
+    with be.fork_child() as forked:
+        pid = forked.getpid()
+    with pytest.raises(OSError) as info:
+        be.proc_status("VmPin", pid)
+    assert info.value.errno == errno.ENOENT
+
+
+def test_shutdown_exits_and_reaps(be):
+    forked = be.fork_child()
+    pid = forked.pid
+    forked.shutdown()
+    forked.shutdown()  # idempotent
+    assert forked.exit_status == 0 and _state(pid) is None  # reaped: no zombie left
+    with pytest.raises(BackendError, match="has been shut down"):
+        forked.getpid()
+
+
+def test_a_killed_child_is_a_backend_error(be):
+    forked = be.fork_child()
+    os.kill(forked.pid, signal.SIGKILL)
+    with pytest.raises(BackendError, match="killed by SIGKILL"):
+        forked.getpid()
+    forked.shutdown()
+    assert os.WTERMSIG(forked.exit_status) == signal.SIGKILL
+
+
+def test_children_nest(be):
+    addr = be.alloc(be.page_size)
+    child = be.fork_child()
+    grandchild = child.fork_child()
+    try:
+        assert grandchild.proc_status("PPid") == child.getpid()
+        grandchild.poke(addr, b"deep")
+        assert be.peek(addr, 4) == b"deep"
+        pid = grandchild.getpid()
+    finally:
+        grandchild.shutdown()
+        child.shutdown()
+    assert grandchild.exit_status == 0 and _dead(pid)
+
+
+def test_capabilities_drop_and_restore_in_a_child(be, child):
+    if not features.has_capability(caps.number("CAP_IPC_LOCK")):
+        pytest.skip("this process has no CAP_IPC_LOCK to drop")
+    bit = 1 << caps.number("CAP_IPC_LOCK")
+    pid = child.getpid()
+    assert child.drop_capability("CAP_IPC_LOCK") is True
+    assert child.drop_capability("CAP_IPC_LOCK") is False  # already dropped
+    assert not be.proc_status("CapEff", pid) & bit
+    assert be.proc_status("CapPrm", pid) & bit  # still permitted ...
+    assert be.proc_status("CapEff") & bit  # ... and the parent keeps its own
+    child.restore_capability("CAP_IPC_LOCK")
+    assert be.proc_status("CapEff", pid) & bit
+    with pytest.raises(OSError) as info:
+        child.drop_capability("CAP_NOPE")
+    assert info.value.errno == errno.EINVAL
+
+
+# Run as a script: what the child must never do with its parent's code.
+_PARENT_CODE = """
+import atexit, os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from backends.kernel import KernelBackend
+atexit.register(lambda: print("atexit ran in", os.getpid() == PID, flush=True))
+signal.signal(signal.SIGTERM, lambda *_: print("handler ran", flush=True))
+PID = os.getpid()
+sys.stdout.write("buffered before the fork\\n")  # a pipe: block-buffered, not yet written
+be = KernelBackend(dev_iommu=None)
+child = be.fork_child()
+child.getpid()
+child.shutdown()
+print("exit status", child.exit_status)
+child = be.fork_child()
+os.kill(child.getpid(), signal.SIGTERM)
+child.shutdown()
+print("terminated", os.WTERMSIG(child.exit_status) == signal.SIGTERM)
+"""
+
+
+def test_the_child_runs_none_of_the_parents_code():
+    """No atexit hook, no second flush of the parent's buffers, no Python signal handler."""
+    out = subprocess.run([sys.executable, "-c", _PARENT_CODE, str(ROOT)], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.splitlines() == ["buffered before the fork", "exit status 0", "terminated True",
+                                "atexit ran in True"]
+
+
+_ORPHAN = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from backends.kernel import KernelBackend
+child = KernelBackend(dev_iommu=None).fork_child()
+print(child.getpid(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_dying_parent_takes_the_child():
+    owner = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(ROOT)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(owner.stdout.readline())
+        assert _state(pid) not in (None, "Z")
+        owner.kill()  # no handler runs: PR_SET_PDEATHSIG does it
+        owner.wait(10)
+        assert _dead(pid)
+    finally:
+        owner.kill()
+        owner.wait()

@@ -19,14 +19,15 @@ import pytest
 
 import uapi_headers as u
 from backends.contract import BackendError
-from backends.qemu import GuestCrashed, QemuBackend, process
-from backends.qemu.channel import AgentChannel, ChannelClosed
+from backends.kernel.rpc.channel import Channel, ChannelClosed
+from backends.qemu import GuestCrashed, GuestError, QemuBackend, process
 from backends.qemu.dispatch import Dispatcher
 from backends.qemu.protocol import (
     AGENT_BUG,
     BACKEND_ERROR,
     ERRNO,
     OK,
+    PROTOCOL_VERSION,
     FrameReader,
     ProtocolError,
     encode,
@@ -156,6 +157,55 @@ def test_dispatch_run_times_out_and_kills_the_group(dispatcher):
     assert status == OK and timed_out and code == -signal.SIGKILL
 
 
+def test_dispatch_fork_child_relays_requests_to_the_child(dispatcher):
+    fd = _open_iommu(dispatcher)
+    dispatcher.handle("ioctl", (fd, u.IOMMU_IOAS_ALLOC, bytes(u.ffi.buffer(_alloc_cmd()))))
+    status, handle = dispatcher.handle("fork_child", ())
+    assert status == OK and isinstance(handle, int)
+    status, pid = dispatcher.handle("child_call", (handle, "getpid", ()))
+    assert status == OK and pid != os.getpid()
+    # The child has the fd and the IOAS it inherited; an errno keeps the bytes written.
+    status, (err, _strerror, data) = dispatcher.handle(
+        "child_call", (handle, "ioctl", (fd, u.IOMMU_IOAS_IOVA_RANGES,
+                                         bytes(u.ffi.buffer(_ranges_cmd(1))))))
+    assert (status, err) == (ERRNO, errno.EMSGSIZE)
+    out = _ranges_cmd(0)
+    u.ffi.buffer(out)[:] = data
+    assert out.num_iovas == 2
+    status, replies = dispatcher.handle(
+        "child_call", (handle, "batch", ([("close", (fd,)), ("close", (fd,))], False)))
+    assert status == OK and [r[0] for r in replies] == [OK, ERRNO]
+    assert dispatcher.handle("close", (fd,)) == (OK, None)  # the parent's fd is its own
+    assert dispatcher.handle("child_call", (handle, "exit", ()))[0] == AGENT_BUG
+    assert dispatcher.handle("child_exit", (handle,)) == (OK, 0)
+    assert _gone(pid)
+    status, message = dispatcher.handle("child_call", (handle, "getpid", ()))
+    assert status == BACKEND_ERROR and f"no child process with handle {handle}" in message
+
+
+def test_dispatch_close_ends_every_child():
+    d = Dispatcher(FakeKernel)
+    handles = [d.handle("fork_child", ())[1] for _ in range(2)]
+    nested = d.handle("child_call", (handles[0], "fork_child", ()))[1]
+    pids = [d.handle("child_call", (h, "getpid", ()))[1] for h in handles]
+    status, grandchild = d.handle("child_call", (handles[0], "child_call",
+                                                 (nested, "getpid", ())))
+    assert status == OK and grandchild not in pids
+    assert d.handle("exit", ()) == (OK, None)
+    assert all(_gone(pid) for pid in [*pids, grandchild])
+
+
+def test_dispatch_process_calls(dispatcher):
+    assert dispatcher.handle("getpid", ()) == (OK, os.getpid())
+    status, vm_rss = dispatcher.handle("proc_status", ("VmRSS", 0))
+    assert status == OK and vm_rss > 0
+    assert dispatcher.handle("proc_status", ("VmPin", 2**22 + 1))[0] == ERRNO  # no such pid
+    assert dispatcher.handle("drop_capability", ("CAP_IPC_LOCK",)) == (OK, True)
+    assert dispatcher.handle("drop_capability", ("CAP_IPC_LOCK",)) == (OK, False)
+    assert dispatcher.handle("restore_capability", ("CAP_IPC_LOCK",)) == (OK, None)
+    assert dispatcher.handle("drop_capability", ("CAP_IPC_LOCK",)) == (OK, True)
+
+
 # -- the agent in a subprocess, over a socketpair ------------------------------------
 @pytest.fixture
 def agent_channel():
@@ -165,7 +215,7 @@ def agent_channel():
          "--backend", "tests.framework.qemu_fakes:FakeKernel"],
         cwd=ROOT, pass_fds=[guest.fileno()])
     guest.close()
-    channel = AgentChannel(host)
+    channel = Channel(host)
     yield channel, proc
     channel.close()
     proc.wait(10)
@@ -323,6 +373,73 @@ def test_backend_run_returns_status_and_output(fake_qemu):
     assert tap == "# /nonexistent/selftest: not in the guest image\n"
 
 
+def test_backend_fork_child_is_a_child_of_the_agent(fake_qemu):
+    be = fake_qemu
+    fd = be.open("/dev/iommu")
+    alloc = _alloc_cmd()
+    be.ioctl(fd, u.IOMMU_IOAS_ALLOC, alloc)
+    agent = be.getpid()
+    assert agent not in (0, os.getpid()) and be.proc_status("Pid") == agent
+    child = be.fork_child()
+    try:
+        pid = child.getpid()
+        assert pid not in (agent, os.getpid())
+        assert child.proc_status("PPid") == agent and be.proc_status("PPid", pid) == agent
+        assert child.has("selftest") and child.page_size == be.page_size
+        # ioctls on the inherited fd, with the bytes written back (also on an errno).
+        cmd = _alloc_cmd()
+        assert child.ioctl(fd, u.IOMMU_IOAS_ALLOC, cmd) == 0 and cmd.out_ioas_id == 2
+        ranges = _ranges_cmd(alloc.out_ioas_id)
+        with pytest.raises(OSError) as info:
+            child.ioctl(fd, u.IOMMU_IOAS_IOVA_RANGES, ranges)
+        assert info.value.errno == errno.EMSGSIZE and ranges.num_iovas == 2
+        outcomes = child.batch([("ioctl", fd, u.IOMMU_IOAS_ALLOC, cmd), ("close", 99)])
+        assert [o.errno for o in outcomes] == [0, errno.EBADF] and cmd.out_ioas_id == 3
+        assert child.drop_capability("CAP_IPC_LOCK") is True
+        assert be.drop_capability("CAP_IPC_LOCK") is True  # the agent's are its own
+        # The child's IOAS are the child's: the agent's next one is 2.
+        assert be.ioctl(fd, u.IOMMU_IOAS_ALLOC, cmd) == 0 and cmd.out_ioas_id == 2
+    finally:
+        child.shutdown()
+    assert child.exit_status == 0 and _gone(pid)
+    child.shutdown()  # idempotent
+    with pytest.raises(BackendError, match="has been shut down"):
+        child.getpid()
+
+
+def test_backend_children_nest_and_go_with_the_agent(fake_qemu):
+    child = fake_qemu.fork_child()
+    grandchild = child.fork_child()
+    pids = [child.getpid(), grandchild.getpid()]
+    assert grandchild.proc_status("PPid") == pids[0]
+    assert "forked child" in grandchild.describe()
+    fake_qemu.shutdown()  # never told to exit: the agent ends them on its way out
+    assert all(_gone(pid) for pid in pids)
+
+
+def test_children_go_away_with_a_crashed_guest(fake_qemu):
+    be = fake_qemu
+    child = be.fork_child()
+    pid = child.getpid()
+    sysrq = be.open(qemu_fakes.SYSRQ)
+    with pytest.raises(GuestCrashed):
+        be.write(sysrq, b"c")
+    assert _gone(pid)
+    with pytest.raises(BackendError, match="went away with the server that forked it"):
+        child.getpid()
+    child.shutdown()  # nothing to do, and no guest booted for it
+    assert be.boots == 1 and child.exit_status is None
+    assert be.getpid() != 0 and be.boots == 2
+
+
+def test_stale_agent_protocol_is_a_guest_error(tmp_path):
+    launcher = FakeLauncher(tmp_path, "--protocol-version", str(PROTOCOL_VERSION - 1))
+    with pytest.raises(GuestError, match=f"speaks protocol {PROTOCOL_VERSION - 1}, the host "
+                                         f"{PROTOCOL_VERSION}: rebuild the guest image"):
+        QemuBackend("x86_64", launcher=launcher, boot_timeout=20)
+    assert process.live_pids() == []
+
+
 def test_panic_raises_guest_crashed_then_a_fresh_guest_answers(fake_qemu):
     be = fake_qemu
     first_pid = _fake_pid(be)
@@ -459,7 +576,7 @@ def test_killed_host_takes_qemu_with_it(tmp_path, signum):
 
 def test_channel_wake_interrupts_a_blocked_call():
     host, guest = socket.socketpair()
-    channel = AgentChannel(host)
+    channel = Channel(host)
     import threading
     threading.Timer(0.2, channel.wake).start()
     with pytest.raises(ChannelClosed):
@@ -496,7 +613,7 @@ def test_spin_from_env_or_kernel_cmdline(tmp_path, monkeypatch):
 
 
 def test_local_batch_on_a_backend_without_one():
-    from backends.qemu.calls import batch
+    from backends.calls import batch
 
     be = FakeKernel()
     fd = be.open("/dev/iommu")

@@ -15,7 +15,7 @@ from errno import EINVAL
 import pytest
 
 import uapi_headers as u
-from backends import Features
+from backends import Backend, Features
 from harness import kselftest
 from harness.helpers import (
     Ioas,
@@ -62,16 +62,53 @@ class ChangeProcessFixture:
     variant: ChangeProcessVariant
 
 
+class DroppedCapabilities:
+    """Capabilities a case drops from the backend's process, raised again afterwards.
+
+    The kernel's harness runs every TEST_F in a forked child, so its
+    drop_cap_ipc_lock() ends with the case. Here the ioctls run in one long-lived
+    process (this one, or the guest agent), so the drop is undone instead: only the
+    effective set changes and the capability stays permitted, so capset can raise it
+    again. Dropping in a forked child instead would move the case (and ``getpid()``,
+    the "parent" whose VmPin it checks) out of the process the fixtures opened the
+    iommufd and made the shared buffers in.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._dropped: list[str] = []
+
+    def drop(self, name: str) -> None:
+        """Clear ``name`` from the effective set (a no-op if it was not there)."""
+        if self.backend.drop_capability(name):
+            self._dropped.append(name)
+
+    def restore(self) -> None:
+        """Raise everything :meth:`drop` cleared, newest first."""
+        while self._dropped:
+            self.backend.restore_capability(self._dropped.pop())
+
+
+@pytest.fixture
+def capabilities(backend: Backend) -> Iterator[DroppedCapabilities]:
+    """Restores what the case dropped. Requested before ``iommufd`` so that, as in the
+    kernel, the iommufd teardown (close, pin-leak check) still runs without them."""
+    dropped = DroppedCapabilities(backend)
+    yield dropped
+    dropped.restore()
+
+
 @pytest.fixture(name="self")
-def change_process_fixture(iommufd: Iommufd, kglobals: SelftestGlobals,
+def change_process_fixture(capabilities: DroppedCapabilities, iommufd: Iommufd,
+                           kglobals: SelftestGlobals,
                            variant: ChangeProcessVariant) -> Iterator[ChangeProcessFixture]:
     """FIXTURE_SETUP(change_process); the teardown is the iommufd fixture's close and
-    pin-leak check.
+    pin-leak check, then the capability's return.
 
-    The kernel's setup also drops CAP_IPC_LOCK, without which pages are never accounted
-    (pages.c gives a capable task IOPT_PAGES_ACCOUNT_NONE); the backend contract has no
-    such call yet, so a kernel backend must run the case without that capability.
+    Like the kernel's setup, drop CAP_IPC_LOCK right after opening the iommufd: pages.c
+    gives a capable task IOPT_PAGES_ACCOUNT_NONE, and the case checks the accounting.
     """
+    capabilities.drop("CAP_IPC_LOCK")
     if variant.accounting != IoptPagesAccount.IOPT_PAGES_ACCOUNT_NONE:
         if not iommufd.backend.has(Features.CAP_SYS_RESOURCE):
             pytest.skip("setting IOMMU_OPTION_RLIMIT_MODE needs CAP_SYS_RESOURCE")

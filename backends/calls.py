@@ -1,8 +1,9 @@
 """Contract calls as data: one table from op name to Backend method, and batches.
 
-The agent dispatches wire requests through :data:`CONTRACT_CALLS`; the same
-table runs a batch locally on any backend (:func:`run_calls`), so scenario code
-can batch independent calls without caring whether a round trip is saved.
+A server (:mod:`backends.kernel.rpc.dispatch`) runs wire requests through
+:data:`CONTRACT_CALLS`; the same table runs a batch locally on any backend
+(:func:`run_calls`), so scenario code can batch independent calls without caring
+whether a round trip is saved.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ CONTRACT_CALLS: dict[str, Callable[..., Any]] = {
     "ftruncate": lambda be, fd, length: be.ftruncate(fd, length),
     "fail_nth_write": lambda be, n: be.fail_nth_write(n),
     "fail_nth_read": lambda be: be.fail_nth_read(),
+    "getpid": lambda be: be.getpid(),
+    "proc_status": lambda be, field, pid=0: be.proc_status(field, pid),
+    "drop_capability": lambda be, name: be.drop_capability(name),
+    "restore_capability": lambda be, name: be.restore_capability(name),
 }
 
 
@@ -94,7 +99,7 @@ def run_calls(backend: Backend, calls: Sequence[Call], *,
 def batch(backend: Backend, calls: Sequence[Call], *,
           stop_on_error: bool = False) -> list[Outcome]:
     """Run ``calls`` on any backend: in one round trip where the backend can
-    (a ``batch`` method, as the qemu backend has), else one by one."""
+    (a ``batch`` method, as remote backends have), else one by one."""
     method = getattr(backend, "batch", None)
     if callable(method):
         result: list[Outcome] = method(calls, stop_on_error=stop_on_error)

@@ -1,9 +1,9 @@
-"""The host's end of the agent channel: one request, one reply, on a stream socket.
+"""The calling end of a served backend: one request, one reply, on a stream socket.
 
-The data path is a plain blocking socket (QEMU's chardev on a unix socket, or
-a socketpair in tests): one ``sendall`` and usually one ``recv`` per call, no
-console, no pexpect, no threads. Another thread may :meth:`AgentChannel.wake`
-a blocked caller (the console watcher does, when the guest splats).
+The data path is a plain blocking socket (QEMU's chardev on a unix socket for the
+guest agent, a socketpair to a forked child): one ``sendall`` and usually one
+``recv`` per call, no threads. Another thread may :meth:`Channel.wake` a blocked
+caller (the qemu backend's console watcher does, when the guest splats).
 """
 
 from __future__ import annotations
@@ -11,21 +11,21 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from backends.qemu.protocol import HEADER, MAX_FRAME, ProtocolError, decode, encode
+from backends.kernel.rpc.protocol import HEADER, MAX_FRAME, ProtocolError, decode, encode
 
 _RECV_SIZE = 1 << 18
 
 
 class ChannelClosed(ConnectionError):
-    """The agent's end went away (QEMU exited, or the channel was woken)."""
+    """The serving end went away (QEMU or the child exited, or the channel was woken)."""
 
 
 class ChannelTimeout(TimeoutError):
     """No reply within the call's timeout."""
 
 
-class AgentChannel:
-    """Calls on a connected stream socket to a guest agent."""
+class Channel:
+    """Calls on a connected stream socket to a server (a guest agent, a forked child)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -50,7 +50,7 @@ class AgentChannel:
         except ChannelClosed:
             raise
         except OSError as exc:
-            raise ChannelClosed(f"agent channel lost during {op}: {exc}") from None
+            raise ChannelClosed(f"channel lost during {op}: {exc}") from None
         if rseq != seq:
             raise ProtocolError(f"reply {rseq} to request {seq}: channel out of sync")
         return status, payload, splat
@@ -69,7 +69,7 @@ class AgentChannel:
                     return message
             chunk = self._sock.recv(_RECV_SIZE)
             if not chunk:
-                raise ChannelClosed("agent channel closed")
+                raise ChannelClosed("channel closed by the serving end")
             buf += chunk
 
     def wake(self) -> None:
