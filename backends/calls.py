@@ -10,12 +10,46 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import cffi
 
 from backends.contract import Backend
 
+_ffi = cffi.FFI()
+
 #: a call as written by a caller: ``("ioctl", fd, request, arg)``, ``("close", fd)``, ...
+#: An ioctl may carry a fifth item, a tuple of :class:`Link`.
 Call = tuple[Any, ...]
+
+
+class Link(NamedTuple):
+    """Feed an earlier ioctl's output into a later one's argument, inside one batch.
+
+    Before the linked ioctl runs, ``size`` bytes at ``dst_offset`` of its argument are
+    replaced by the bytes at ``src_offset`` of call ``src``'s argument as that ioctl
+    left it (on success or failure). So "map, then unmap whatever IOVA the kernel
+    chose" is one round trip instead of two.
+    """
+
+    dst_offset: int
+    src: int
+    src_offset: int
+    size: int
+
+
+def apply_links(dst: Any, links: Sequence[Link], outputs: Sequence[Any]) -> None:
+    """Copy each link's bytes from ``outputs[link.src]`` into the buffer ``dst``.
+
+    ``dst`` and the outputs support slice assignment / slicing of bytes (a bytearray,
+    bytes, or a cffi buffer); a link to a call that left no output is a ValueError.
+    """
+    for link in links:
+        source = outputs[link.src] if 0 <= link.src < len(outputs) else None
+        if source is None:
+            raise ValueError(f"link to call {link.src}, which is not an earlier ioctl")
+        dst[link.dst_offset:link.dst_offset + link.size] = (
+            source[link.src_offset:link.src_offset + link.size])
 
 
 def _alloc(be: Backend, length: int, align: int = 0, shared: bool = True,
@@ -27,7 +61,7 @@ def _alloc(be: Backend, length: int, align: int = 0, shared: bool = True,
 CONTRACT_CALLS: dict[str, Callable[..., Any]] = {
     "open": lambda be, path, flags=None: be.open(path) if flags is None else be.open(path, flags),
     "close": lambda be, fd: be.close(fd),
-    "ioctl": lambda be, fd, request, arg=None: be.ioctl(fd, request, arg),
+    "ioctl": lambda be, fd, request, arg=None, links=(): be.ioctl(fd, request, arg),
     "read": lambda be, fd, length: be.read(fd, length),
     "write": lambda be, fd, data: be.write(fd, data),
     "mmap": lambda be, fd, length, *rest: be.mmap(fd, length, *rest),
@@ -86,8 +120,15 @@ def run_calls(backend: Backend, calls: Sequence[Call], *,
     for call in calls:
         check_call(call)
     outcomes: list[Outcome] = []
+    # Each ioctl's argument buffer after it ran, for later calls' links.
+    outputs: list[Any] = []
     for op, *args in calls:
+        is_ioctl = op == "ioctl" and len(args) >= 3 and args[2] is not None \
+            and not isinstance(args[2], int)
+        outputs.append(_ffi.buffer(args[2]) if is_ioctl else None)
         try:
+            if is_ioctl and len(args) > 3 and args[3]:
+                apply_links(outputs[-1], args[3], outputs)
             outcomes.append(Outcome(CONTRACT_CALLS[op](backend, *args)))
         except (OSError, RuntimeError) as exc:
             outcomes.append(Outcome(error=exc))

@@ -152,12 +152,18 @@ class Ioas:
         ``iova=None`` lets the kernel allocate the IOVA; a value maps exactly there
         (``IOMMU_IOAS_MAP_FIXED_IOVA`` is added to ``flags``).
         """
+        cmd = self.map_cmd(buf, length, iova, flags)
+        self.fd.ioctl(u.IOMMU_IOAS_MAP, cmd)
+        return int(cmd.iova)
+
+    def map_cmd(self, buf: int, length: int, iova: int | None = None,
+                flags: int = MAP_RW) -> Any:
+        """The ``struct iommu_ioas_map`` :meth:`map` sends (for batches)."""
         cmd = new_cmd("iommu_ioas_map", {"ioas_id": self.id, "user_va": buf,
                                          "length": length})
         cmd.flags = _fixed(flags, iova)
         cmd.iova = iova or 0
-        self.fd.ioctl(u.IOMMU_IOAS_MAP, cmd)
-        return int(cmd.iova)
+        return cmd
 
     def map_fixed(self, buf: int, length: int, iova: int, flags: int = MAP_RW) -> int:
         """:meth:`map` at exactly ``iova`` (test_ioctl_ioas_map_fixed)."""
@@ -179,10 +185,14 @@ class Ioas:
 
         The range must cover whole areas (ENOENT if it would split one or hits nothing).
         """
-        cmd = new_cmd("iommu_ioas_unmap", {"ioas_id": self.id, "iova": iova,
-                                           "length": length})
+        cmd = self.unmap_cmd(iova, length)
         self.fd.ioctl(u.IOMMU_IOAS_UNMAP, cmd)
         return int(cmd.length)
+
+    def unmap_cmd(self, iova: int, length: int) -> Any:
+        """The ``struct iommu_ioas_unmap`` :meth:`unmap` sends (for batches)."""
+        return new_cmd("iommu_ioas_unmap", {"ioas_id": self.id, "iova": iova,
+                                            "length": length})
 
     def unmap_all(self) -> int:
         """Unmap every area (iova 0, length U64_MAX); succeeds on an empty IOAS too."""

@@ -187,7 +187,8 @@ class RemoteBackend(Backend):
             if op == "ioctl":
                 fd, request, *rest = args
                 arg, buf = wire_arg(rest[0] if rest else None)
-                args = [fd, request, arg]
+                links = tuple(tuple(link) for link in rest[1]) if len(rest) > 1 else ()
+                args = [fd, request, arg, links] if links else [fd, request, arg]
             wire.append((op, tuple(args)))
             buffers.append(buf)
         replies = self._call("batch", wire, stop_on_error)

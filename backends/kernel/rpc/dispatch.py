@@ -12,7 +12,7 @@ from typing import Any
 
 import cffi
 
-from backends.calls import CONTRACT_CALLS
+from backends.calls import CONTRACT_CALLS, Link, apply_links
 from backends.contract import Backend, BackendError
 from backends.kernel.rpc.client import RemoteBackend
 from backends.kernel.rpc.protocol import AGENT_BUG, OK, error_reply
@@ -105,11 +105,23 @@ class Dispatcher:
     def _batch(self, args: tuple[Any, ...]) -> Reply:
         calls, stop_on_error = args
         replies: list[Reply] = []
+        # Each ioctl's argument bytes after it ran (None for other calls), for links.
+        outputs: list[bytes | None] = []
         for op, call_args in calls:
-            if op in CONTRACT_CALLS:
+            if op not in CONTRACT_CALLS:  # batches are of contract calls only
+                reply: Reply = (AGENT_BUG, f"{op!r} cannot be batched")
+            elif op == "ioctl" and len(call_args) > 3:
+                fd, request, arg, links = call_args
+                try:
+                    patched = bytearray(arg)
+                    apply_links(patched, [Link(*link) for link in links], outputs)
+                except (TypeError, ValueError) as exc:
+                    reply = error_reply(exc)
+                else:
+                    reply = self.handle(op, (fd, request, bytes(patched)))
+            else:
                 reply = self.handle(op, call_args)
-            else:  # batches are of independent contract calls only
-                reply = (AGENT_BUG, f"{op!r} cannot be batched")
+            outputs.append(_ioctl_output(op, reply))
             replies.append(reply)
             if stop_on_error and reply[0] != OK:
                 break
@@ -156,3 +168,13 @@ class Dispatcher:
         child.shutdown()
         status: int | None = getattr(child, "exit_status", None)
         return status
+
+
+def _ioctl_output(op: str, reply: Reply) -> bytes | None:
+    # An ioctl's reply carries its argument bytes: (ret, bytes) on success,
+    # (errno, strerror, bytes) on failure.
+    status, payload = reply
+    if op != "ioctl" or not isinstance(payload, tuple):
+        return None
+    data = payload[1] if status == OK else payload[-1]
+    return data if isinstance(data, bytes) else None
