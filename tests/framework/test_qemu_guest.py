@@ -18,6 +18,7 @@ import uapi_headers as u
 from backends import open_backend
 from backends.qemu import GuestCrashed, process
 from harness import kselftest_tap
+from vm_images.cache import CACHE_ENV, cache_root
 
 pytestmark = [
     pytest.mark.slow,
@@ -141,3 +142,39 @@ def test_real_guest_c_selftests_parse():
     totals = {key: sum(t[key] for t in run.totals) for key in ("pass", "fail", "skip", "xfail")}
     assert totals == run.counts()
     assert not set(ours) & set(_qemu_children())
+
+
+CRASHING_SUITE = '''
+import os
+
+def test_1_panics_the_guest(backend):
+    fd = backend.open("/proc/sys/vm/panic_on_oom", os.O_WRONLY)
+    backend.write(fd, b"1\\n")
+    backend.close(fd)
+    backend.run(["python3", "-c", "x = []\\nwhile True: x.append(b'1' * (1 << 26))"], 300)
+
+def test_2_runs_on_a_fresh_guest(iommufd):
+    assert iommufd.ioas_alloc() == 1
+'''
+
+
+def _all_qemu() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system"], capture_output=True, text=True,
+                         check=False).stdout
+    return {int(pid) for pid in out.split()}
+
+
+# Read before pytester points HOME at a temporary directory: the inner run must find
+# the images already built, not build them again under an empty ~/.cache.
+REAL_CACHE = cache_root()
+
+
+def test_a_panicking_guest_fails_that_test_with_the_console_and_the_run_goes_on(
+        pytester, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(REAL_CACHE))
+    before = _all_qemu()
+    pytester.makepyfile(test_crash=CRASHING_SUITE)
+    result = pytester.runpytest_subprocess("--backend", "qemu:x86_64", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*GuestCrashed*", "*Kernel panic - not syncing*"])
+    assert _all_qemu() <= before  # no guest outlives the run
