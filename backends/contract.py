@@ -133,9 +133,19 @@ class Backend(abc.ABC):
     def poke(self, addr: int, data: bytes) -> None:
         """Write bytes into the backend's user memory."""
 
-    @abc.abstractmethod
     def memfd(self, length: int, name: str = "iommufd-harness") -> int:
         """memfd_create(2) + ftruncate(2) to ``length``; returns the fd."""
+        fd = self.memfd_create(name)
+        try:
+            self.ftruncate(fd, length)
+        except OSError:
+            self.close(fd)  # as a C caller would: no fd left behind on failure
+            raise
+        return fd
+
+    def memfd_create(self, name: str) -> int:
+        """memfd_create(2) of an empty memfd; backends that create memfds override it."""
+        raise BackendError(f"{self.spec}: no memfd_create")
 
     @abc.abstractmethod
     def ftruncate(self, fd: int, length: int) -> None:

@@ -165,15 +165,10 @@ class KernelBackend(Backend):
         """Write user memory; OSError(EFAULT) for unmapped addresses."""
         self._mem.poke(addr, data)
 
-    def memfd(self, length: int, name: str = "iommufd-harness") -> int:
-        """memfd_create(2) + ftruncate(2)."""
+    def memfd_create(self, name: str) -> int:
+        """memfd_create(2)."""
         fd: int = self._fail_nth.call(libc.memfd_create, name)
         self._fds.add(fd)
-        try:
-            self.ftruncate(fd, length)
-        except OSError:
-            self.close(fd)
-            raise
         return fd
 
     def ftruncate(self, fd: int, length: int) -> None:

@@ -147,15 +147,10 @@ class MockBackend(Backend):
         """Write user memory; OSError(EFAULT) where nothing writable is mapped."""
         self.kernel.mm.write(addr, data)
 
-    def memfd(self, length: int, name: str = "iommufd-harness") -> int:
-        """memfd_create(2) + ftruncate(2)."""
+    def memfd_create(self, name: str) -> int:
+        """memfd_create(2): an empty shared-memory file."""
         memfile = MemFile(self.kernel.phys, 0, name)
-        fd = self.kernel.files.install(MemfdFile(memfile, self.kernel.mm))
-        try:
-            self.ftruncate(fd, length)
-        except OSError:
-            self.close(fd)
-            raise
+        fd: int = self.kernel.files.install(MemfdFile(memfile, self.kernel.mm))
         return fd
 
     def ftruncate(self, fd: int, length: int) -> None:
