@@ -49,6 +49,7 @@ class Features:
     MM_EXIT = "mm_exit"            # scenarios that need another process's mm to exit
     MEMFD = "memfd"                # memfd_create-backed memory
     CAP_SYS_RESOURCE = "cap_sys_resource"  # RLIMIT_MODE needs it
+    DMABUF = "dmabuf"              # the selftest's dma-buf exporter (IOMMU_TEST_OP_DMABUF_*)
 
 
 class Backend(abc.ABC):

@@ -130,6 +130,8 @@ def detect(iommufd_fd: int) -> frozenset[str]:
     found = host_features()
     if probe_selftest(iommufd_fd):
         found.add(Features.SELFTEST)
+        # IOMMUFD_TEST selects DMA_SHARED_BUFFER: its dma-buf exporter comes with it.
+        found.add(Features.DMABUF)
     if probe_vfio_compat(iommufd_fd):
         found.add(Features.VFIO_COMPAT)
     return frozenset(found)

@@ -15,6 +15,7 @@ which keeps its command structs and only rewrites the fields that change.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -76,6 +77,20 @@ def run_test_cmd(fd: Iommufd, op: int, id: int = 0, **union: dict[str, Any]) -> 
     cmd = test_cmd(op, id, **union)
     fd.ioctl(u.IOMMU_TEST_CMD, cmd)
     return cmd
+
+
+def dmabuf_get(fd: Iommufd, length: int) -> int:
+    """DMABUF_GET: a test dma-buf of ``length`` bytes; returns what the ioctl returns,
+    which is the new dma-buf fd (test_cmd_get_dmabuf)."""
+    cmd = test_cmd(u.IOMMU_TEST_OP_DMABUF_GET,
+                   dmabuf_get={"length": length, "open_flags": os.O_CLOEXEC})
+    return fd.ioctl(u.IOMMU_TEST_CMD, cmd)
+
+
+def dmabuf_revoke(fd: Iommufd, dmabuf_fd: int, revoked: bool) -> None:
+    """DMABUF_REVOKE: revoke (or restore) the test dma-buf ``dmabuf_fd``."""
+    run_test_cmd(fd, u.IOMMU_TEST_OP_DMABUF_REVOKE,
+                 dmabuf_revoke={"dmabuf_fd": dmabuf_fd, "revoked": int(revoked)})
 
 
 # -- mock devices and their domains ------------------------------------------

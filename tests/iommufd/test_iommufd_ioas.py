@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from errno import EADDRINUSE, EBUSY, EEXIST, EFAULT, EINVAL, EMSGSIZE, ENOENT, ENOSPC
+from errno import (
+    EADDRINUSE,
+    EBUSY,
+    EEXIST,
+    EFAULT,
+    EINVAL,
+    EMSGSIZE,
+    ENODEV,
+    ENOENT,
+    ENOSPC,
+)
 from typing import Any
 
 import pytest
@@ -31,7 +41,10 @@ from harness.helpers import (
     check_map,
     create_access,
     dev_check_cache_all,
+    dmabuf_get,
+    dmabuf_revoke,
     expect_errno,
+    hwpt_alloc,
     mock_domain,
     mock_domain_flags,
     new_cmd,
@@ -582,3 +595,41 @@ def test_copy_sweep(self: IoasFixture) -> None:
             dst.unmap(MOCK_APERTURE_START, length)
 
     dst.destroy()
+
+
+@pytest.mark.requires(Features.SELFTEST, Features.DMABUF,
+                      reason="the mock models no dma-buf exporter yet")
+def test_dmabuf_simple(self: IoasFixture) -> None:
+    buf_size = 4 * self.page_size
+    dfd = dmabuf_get(self.fd, buf_size)
+    with expect_errno(EINVAL):
+        self.ioas.map_file(dfd, 0, 0)
+    with expect_errno(EINVAL):
+        self.ioas.map_file(dfd, buf_size, buf_size)
+    with expect_errno(EINVAL):
+        self.ioas.map_file(dfd, 0, buf_size + 1)
+    self.ioas.map_file(dfd, 0, buf_size)
+    self.backend.close(dfd)
+
+
+@pytest.mark.requires(Features.SELFTEST, Features.DMABUF,
+                      reason="the mock models no dma-buf exporter yet")
+def test_dmabuf_revoke(self: IoasFixture) -> None:
+    buf_size = 4 * self.page_size
+    dfd = dmabuf_get(self.fd, buf_size)
+    iova = self.ioas.map_file(dfd, 0, buf_size)
+    dmabuf_revoke(self.fd, dfd, True)
+
+    if self.variant.mock_domains:
+        hwpt_alloc(self.fd, self.device_id, self.ioas_id)
+
+    with expect_errno(ENODEV):
+        self.ioas.map_file(dfd, 0, buf_size)
+
+    dmabuf_revoke(self.fd, dfd, False)
+    self.ioas.map_file(dfd, 0, buf_size)
+
+    # Put the first mapping back where it was.
+    self.ioas.unmap(iova, buf_size)
+    self.ioas.map_file(dfd, 0, buf_size, iova=iova)
+    self.backend.close(dfd)
