@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
 def _vm(extra: list[str]) -> int:
     from vm_images import cli as vm_cli
 
-    return vm_cli.main(extra)
+    return vm_cli.main(extra, prog="iommufd-harness vm")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,8 +50,8 @@ def _default_arch() -> str:
     return machine if machine in ARCHES else "x86_64"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used for --help)."""
+def build_parser(prog: str = "python3 -m vm_images.cli") -> argparse.ArgumentParser:
+    """The argument parser (also used for --help); ``prog`` names the command in messages."""
     common = _Parser(add_help=False)
     common.add_argument("--arch", choices=sorted(ARCHES), default=_default_arch(),
                         help="guest architecture (default: the host's, else x86_64)")
@@ -69,8 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     timed.add_argument("--timeout", type=float, default=900, metavar="SECONDS",
                        help="kill the guest after this long (default 900; exit status 124)")
 
-    parser = _Parser(prog="python3 -m vm_images.cli",
-                                     description="Build and boot iommufd test guests.")
+    parser = _Parser(prog=prog, description="Build and boot iommufd test guests.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("build", parents=[common], help="build or reuse the guest image")
     sub.add_parser("boot", parents=[common, boot_opts, timed],
@@ -88,9 +87,9 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python3 -m vm_images.cli") -> int:
     """Run one command; returns the process exit status (2 for bad input)."""
-    parser = build_parser()
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except UsageError as e:
