@@ -58,14 +58,14 @@ def terminate(child: Any, *, grace: float = 0.0) -> int | None:
     """Wait up to ``grace`` seconds for ``child`` to exit, then SIGKILL its
     process group; returns its exit status (negative: killed by that signal)."""
     deadline = time.monotonic() + grace
-    while child.isalive() and time.monotonic() < deadline:
+    while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.02)
-    if child.isalive():
+    if _alive(child):
         _kill_group(child.pid)
     try:
         child.wait()
-    except pexpect.ExceptionPexpect:
-        pass  # already reaped
+    except (pexpect.ExceptionPexpect, ChildProcessError):
+        pass  # already reaped (the console thread's EOF handling may get there first)
     status = child.exitstatus if child.exitstatus is not None else (
         -child.signalstatus if child.signalstatus is not None else None)
     with contextlib.suppress(Exception):
@@ -73,6 +73,15 @@ def terminate(child: Any, *, grace: float = 0.0) -> int | None:
     with _lock:
         _live.pop(child.pid, None)
     return status
+
+
+def _alive(child: Any) -> bool:
+    # The console watcher thread also polls the child; whichever waitpid() loses the
+    # race sees ECHILD, which only means the child is already gone.
+    try:
+        return bool(child.isalive())
+    except (pexpect.ExceptionPexpect, ChildProcessError):
+        return False
 
 
 def live_pids() -> list[int]:
