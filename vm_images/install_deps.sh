@@ -8,7 +8,8 @@
 #   cross compilers:   gcc-aarch64-linux-gnu on an x86_64 host (gcc-x86-64-linux-gnu on
 #                      an arm64 one), and the target's C library for the static
 #                      selftests (only recommended by the compiler, so named here)
-#   guest boot:        qemu-system-x86 qemu-system-arm
+#   guest boot:        qemu-system-x86 qemu-system-arm, procps (the tests' pgrep
+#                      proves no QEMU outlives a run)
 #   guest userspace:   python3 (bookworm's 3.11 precompiles the guest's bytecode),
 #                      debian-archive-keyring (the private apt configuration checks
 #                      Debian's signatures with it)
@@ -20,7 +21,7 @@
 set -eu
 
 PKGS="build-essential bc flex bison libelf-dev libssl-dev cpio kmod
-qemu-system-x86 qemu-system-arm python3 debian-archive-keyring"
+qemu-system-x86 qemu-system-arm procps python3 debian-archive-keyring"
 case "$(dpkg --print-architecture)" in
     amd64) PKGS="$PKGS gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
     arm64) PKGS="$PKGS gcc-x86-64-linux-gnu libc6-dev-amd64-cross" ;;
