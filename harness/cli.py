@@ -23,7 +23,9 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"iommufd-harness: the suite is not at {SUITE_DIR}; install from a source "
               "checkout (pip install -e .)", file=sys.stderr)
         return 2
-    argv = [str(SUITE_DIR), "-q"]
+    # The suite uses no property-based tests; hypothesis' plugin (a dev extra) would
+    # only add its start-up and summary time to every run.
+    argv = [str(SUITE_DIR), "-q", "-p", "no:hypothesispytest"]
     for spec in args.backend or []:
         argv += ["--backend", spec]
     if args.ktap:
