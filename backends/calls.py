@@ -41,13 +41,16 @@ class Link(NamedTuple):
 def apply_links(dst: Any, links: Sequence[Link], outputs: Sequence[Any]) -> None:
     """Copy each link's bytes from ``outputs[link.src]`` into the buffer ``dst``.
 
-    ``dst`` and the outputs support slice assignment / slicing of bytes (a bytearray,
-    bytes, or a cffi buffer); a link to a call that left no output is a ValueError.
+    ``dst`` supports slice assignment of bytes (a bytearray or a cffi buffer); an output
+    is bytes or the cffi cdata the ioctl ran on. A link to a call that left no output is
+    a ValueError.
     """
     for link in links:
         source = outputs[link.src] if 0 <= link.src < len(outputs) else None
         if source is None:
             raise ValueError(f"link to call {link.src}, which is not an earlier ioctl")
+        if not isinstance(source, bytes | bytearray):
+            source = _ffi.buffer(source)
         dst[link.dst_offset:link.dst_offset + link.size] = (
             source[link.src_offset:link.src_offset + link.size])
 
@@ -125,10 +128,11 @@ def run_calls(backend: Backend, calls: Sequence[Call], *,
     for op, *args in calls:
         is_ioctl = op == "ioctl" and len(args) >= 3 and args[2] is not None \
             and not isinstance(args[2], int)
-        outputs.append(_ffi.buffer(args[2]) if is_ioctl else None)
+        # The cdata itself: a buffer view is made only when a later call links to it.
+        outputs.append(args[2] if is_ioctl else None)
         try:
             if is_ioctl and len(args) > 3 and args[3]:
-                apply_links(outputs[-1], args[3], outputs)
+                apply_links(_ffi.buffer(args[2]), args[3], outputs)
             outcomes.append(Outcome(CONTRACT_CALLS[op](backend, *args)))
         except (OSError, RuntimeError) as exc:
             outcomes.append(Outcome(error=exc))
