@@ -177,6 +177,19 @@ def _check_area_prot(area: IoptArea, flags: int) -> bool:
     return bool(area.iommu_prot & IOMMU_READ)
 
 
+def _access_range(access: IommufdAccess, iova: int, length: int) -> tuple[IommufdIoas, int]:
+    # The checks iommufd_access_pin_pages() and iommufd_access_rw() both open with:
+    # the access's IOAS and the last IOVA of a non-empty, non-wrapping range.
+    if not length:
+        raise kerr(EINVAL)
+    if iova + length - 1 > U64_MAX:
+        raise kerr(EOVERFLOW)
+    ioas = access.ioas
+    if ioas is None:
+        raise kerr(ENOENT)
+    return ioas, iova + length - 1
+
+
 def iommufd_access_pin_pages(access: IommufdAccess, iova: int, length: int,
                              flags: int) -> list[PhysPage]:
     """iommufd_access_pin_pages(): the pages under ``[iova, iova+length)``, pinned."""
@@ -184,14 +197,7 @@ def iommufd_access_pin_pages(access: IommufdAccess, iova: int, length: int,
     if kernel.warn_on(access.iova_alignment != PAGE_SIZE or access.ops.unmap is None,
                       "pin_pages without pin ops"):
         raise kerr(EINVAL)
-    if not length:
-        raise kerr(EINVAL)
-    if iova + length - 1 > U64_MAX:
-        raise kerr(EOVERFLOW)
-    last_iova = iova + length - 1
-    ioas = access.ioas
-    if ioas is None:
-        raise kerr(ENOENT)
+    ioas, last_iova = _access_range(access, iova, length)
     out: list[PhysPage] = []
     added: list[tuple[IoptArea, int, int]] = []
     try:
@@ -220,14 +226,7 @@ def iommufd_access_pin_pages(access: IommufdAccess, iova: int, length: int,
 def iommufd_access_rw(access: IommufdAccess, iova: int, buf: bytearray, length: int,
                       flags: int) -> None:
     """iommufd_access_rw(): copy ``length`` bytes between ``buf`` and the IOAS."""
-    if not length:
-        raise kerr(EINVAL)
-    if iova + length - 1 > U64_MAX:
-        raise kerr(EOVERFLOW)
-    last_iova = iova + length - 1
-    ioas = access.ioas
-    if ioas is None:
-        raise kerr(ENOENT)
+    ioas, last_iova = _access_range(access, iova, length)
     walk, done = ioas.iopt.contig_areas(iova, last_iova)
     if not walk:
         raise kerr(ENOENT)
