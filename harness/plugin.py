@@ -6,6 +6,12 @@ Options (group ``iommufd``), each with an environment fallback:
                      more than once, or comma-separated, to run every case on each backend.
 ``--ktap FILE``      write a KTAP v1 report with kselftest names and the ``# Totals:`` line
                      (``IOMMUFD_KTAP``).
+``--qemu-run MODE``  with a ``qemu:ARCH`` backend: ``guest`` (default) runs the cases in a
+                     pytest session inside the guest (harness.guestrun); ``agent`` runs
+                     them on the host, each call crossing to the guest's agent
+                     (``IOMMUFD_QEMU_RUN``).
+``--guest-backend SPEC``  the backend that session uses (default ``kernel``;
+                     ``IOMMUFD_GUEST_BACKEND``).
 
 Fixtures: ``backend`` (session), ``kglobals`` (the selftest's shared buffers), ``iommufd``
 (an open /dev/iommu, closed after the test and followed by the kernel's pin-leak check),
@@ -32,6 +38,7 @@ SPECS_KEY = pytest.StashKey[list[str]]()
 NAMES_KEY = pytest.StashKey[dict[str, str]]()
 BACKENDS_KEY = pytest.StashKey[dict[str, Backend]]()
 ISSUES_KEY = pytest.StashKey[list[known_issues.KnownIssue]]()
+QEMU_RUN_MODES = ("guest", "agent")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,6 +58,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--lineup-file", dest="iommufd_lineup_file", metavar="FILE", default=None,
         help="write the full lineup table (every case) to FILE")
+    group.addoption(
+        "--qemu-run", dest="iommufd_qemu_run", choices=QEMU_RUN_MODES, default=None,
+        help="qemu backends: 'guest' runs the cases in pytest inside the guest (default), "
+             "'agent' runs them here with every call crossing to the guest "
+             "(env IOMMUFD_QEMU_RUN)")
+    group.addoption(
+        "--guest-backend", dest="iommufd_guest_backend", metavar="SPEC", default=None,
+        help="the backend of the session inside the guest with --qemu-run=guest "
+             "(default kernel: the guest's own /dev/iommu; env IOMMUFD_GUEST_BACKEND)")
 
 
 def _specs(config: pytest.Config) -> list[str]:
@@ -84,6 +100,39 @@ def pytest_configure(config: pytest.Config) -> None:
         return config.stash[BACKENDS_KEY]
 
     lineup_report.register(config, recorder.outcomes, opened_backends)
+    _register_guest_runner(config)
+
+
+def _qemu_run_mode(config: pytest.Config) -> str:
+    mode: str | None = config.getoption("iommufd_qemu_run")
+    mode = mode or os.environ.get("IOMMUFD_QEMU_RUN") or "guest"
+    if mode not in QEMU_RUN_MODES:
+        raise pytest.UsageError(f"IOMMUFD_QEMU_RUN={mode!r}: expected one of "
+                                f"{', '.join(QEMU_RUN_MODES)}")
+    return mode
+
+
+def _register_guest_runner(config: pytest.Config) -> None:
+    """A lone qemu backend runs the cases in the guest (see harness.guestrun)."""
+    specs = config.stash[SPECS_KEY]
+    if len(specs) != 1 or not specs[0].startswith("qemu:"):
+        return
+    if _qemu_run_mode(config) != "guest":
+        return
+    from harness.guestrun.host import GuestRunner
+
+    given: str | None = config.getoption("iommufd_guest_backend")
+    guest_spec = given or os.environ.get("IOMMUFD_GUEST_BACKEND") or "kernel"
+    try:
+        parse_spec(guest_spec)
+    except BackendError as error:
+        raise pytest.UsageError(f"--guest-backend: {error}") from None
+
+    def open_guest() -> Any:
+        return session_backend(config, specs[0])
+
+    runner = GuestRunner(config, open_guest, guest_spec)
+    config.pluginmanager.register(runner, "iommufd-guestrun")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -138,18 +187,24 @@ def backend_spec(request: pytest.FixtureRequest) -> str:
     return param or request.config.stash[SPECS_KEY][0]
 
 
-@pytest.fixture(scope="session")
-def backend(request: pytest.FixtureRequest, backend_spec: str) -> Backend:
-    """The opened backend; a backend that cannot open ends the run with its one-line reason."""
-    opened = request.config.stash[BACKENDS_KEY]
-    if backend_spec not in opened:
+def session_backend(config: pytest.Config, spec: str) -> Backend:
+    """The session's backend for ``spec``, opened on first use (and shut down at the
+    end); one that cannot open ends the run with its one-line reason."""
+    opened = config.stash[BACKENDS_KEY]
+    if spec not in opened:
         try:
-            candidate = open_backend(backend_spec)
+            candidate = open_backend(spec)
             candidate.__enter__()
         except BackendError as error:
             pytest.exit(f"iommufd-harness: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
-        opened[backend_spec] = candidate
-    return opened[backend_spec]
+        opened[spec] = candidate
+    return opened[spec]
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest, backend_spec: str) -> Backend:
+    """The opened backend; a backend that cannot open ends the run with its one-line reason."""
+    return session_backend(request.config, backend_spec)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ the checkout this module sits in: uapi_headers, backends, and harness when the
 checkout has it. With them go the project's pure-Python dependencies that Debian
 bookworm does not package, copied from the host's environment (cffi and its backend
 come from Debian instead: the backend is compiled for the guest's architecture).
+pytest and its dependencies are copied from the host too, so the suite runs in the
+guest under the very pytest version that replays its reports on the host.
 
 Every copied file is an input of the initramfs key (``source_digest``), so editing
 the agent rebuilds the initramfs, and only it.
@@ -26,8 +28,22 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 PACKAGES = ("uapi_headers", "backends", "harness")
 
 #: Pure-Python dependencies of those packages with no bookworm package: taken from
-#: wherever the host's Python imports them (pyproject.toml lists them).
-HOST_MODULES = ("ioctl_opt",)
+#: wherever the host's Python imports them (pyproject.toml lists them). pytest's own
+#: stack is here so the guest runs the suite with the host's exact pytest (its report
+#: serialisation must match the host's, which replays the reports).
+HOST_MODULES = ("ioctl_opt", "pytest", "_pytest", "py", "pluggy", "iniconfig", "packaging",
+                "pygments")
+
+#: Parts of host modules the guest never imports, left out to keep the initramfs small
+#: (every MB costs boot time under TCG). pytest's terminal writer imports pygments
+#: for highlighting, which reaches only a few of its ~600 lexer modules.
+HOST_MODULE_KEEP: dict[str, tuple[str, ...]] = {
+    "pygments": ("pygments/lexers/__init__.py", "pygments/lexers/_mapping.py",
+                 "pygments/lexers/python.py", "pygments/lexers/diff.py"),
+}
+HOST_MODULE_DROP: dict[str, tuple[str, ...]] = {
+    "pygments": ("pygments/lexers/",),
+}
 
 #: Where all of it goes: on the guest python3.11's default sys.path, apart from
 #: Debian's own packages.
@@ -62,6 +78,9 @@ def _host_module_files(name: str) -> list[tuple[Path, str]]:
         files = _package_files(origin.parent, origin.parent.parent)
     else:
         files = [(origin, origin.name)]
+    keep, drop = HOST_MODULE_KEEP.get(name, ()), HOST_MODULE_DROP.get(name, ())
+    files = [(path, rel) for path, rel in files
+             if rel in keep or not any(rel.startswith(prefix) for prefix in drop)]
     compiled = [rel for path, rel in files if path.suffix in (".so", ".pyd")]
     if compiled:
         raise RuntimeAssemblyError(f"host module {name} has compiled parts ({compiled[0]}) that "

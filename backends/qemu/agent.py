@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from backends.contract import Backend
 from backends.qemu.dispatch import Dispatcher
+from backends.qemu.jobio import JobIO
 from backends.qemu.kmsg import DEV_KMSG, KmsgMonitor
 from backends.qemu.port import Receiver, find_port, write_frame
 from backends.qemu.protocol import PORT_NAME, FrameReader, encode
@@ -107,6 +108,8 @@ def serve(fd: int, dispatcher: Dispatcher, kmsg: KmsgMonitor | None = None, *,
                 break
             started = clock()
             seq, op, args = message
+            if op == "job":  # the job reads and writes the channel itself
+                dispatcher.job_io = JobIO(fd, seq, kmsg.path if kmsg is not None else None)
             status, payload = dispatcher.handle(op, args)
             splat = kmsg.poll() if kmsg is not None else None
             write_frame(fd, encode((seq, status, payload, splat)))

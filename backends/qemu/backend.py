@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from backends.contract import BackendError
 from backends.kernel.rpc.client import RemoteBackend
@@ -35,6 +35,8 @@ CALL_TIMEOUT_ENV = "IOMMUFD_QEMU_CALL_TIMEOUT"
 BOOT_TIMEOUT_ENV = "IOMMUFD_QEMU_BOOT_TIMEOUT"
 #: the kernel's C selftests inside the guest image
 SELFTESTS = ("/selftests/iommufd", "/selftests/iommufd_fail_nth")
+
+_T = TypeVar("_T")
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -134,6 +136,54 @@ class QemuBackend(RemoteBackend):
             self.crashes.append(exc)
             raise
 
+    def _guarded(self, action: Callable[[Guest], _T]) -> _T:
+        """``action(guest)``; a crash drops the guest (the next request boots one)."""
+        if self._guest is None:
+            self.restart()
+        assert self._guest is not None
+        try:
+            return action(self._guest)
+        except GuestCrashed as exc:
+            self._guest = None
+            self.crashes.append(exc)
+            raise
+
+    # -- streaming jobs (the agent's ``job`` op) ---------------------------
+    def job_start(self, target: str, args: tuple[Any, ...]) -> int:
+        """Start ``target`` (``module:callable``) as a job in a forked agent; its seq.
+
+        The job streams events and takes commands (:meth:`job_send`,
+        :meth:`job_receive`) until its final reply; meanwhile no other request.
+        """
+        return self._guarded(lambda guest: guest.job_start("job", (target, args)))
+
+    def job_send(self, message: Any) -> None:
+        """A command to the running job."""
+        self._guarded(lambda guest: guest.job_send(message))
+
+    def job_receive(self, seq: int, timeout: float | None = None) -> tuple[bool, int, Any,
+                                                                         str | None]:
+        """The job's next frame ``(final, status, payload, splat)`` within ``timeout``
+        (default: the per-call watchdog); GuestCrashed when the guest hangs or dies."""
+        limit = self.call_timeout if timeout is None else timeout
+        return self._guarded(lambda guest: guest.job_receive(seq, limit))
+
+    def crash_logged(self, logged: str, during: str) -> GuestCrashed:
+        """End the guest for a splat its kernel logged ``during`` something (a job's
+        case): the GuestCrashed, with the console's excerpt, to report."""
+        guest, self._guest = self._guest, None
+        if guest is None:
+            return GuestCrashed("warning", logged, "", None, during)
+        crash = guest.crash_logged(logged, during)
+        self.crashes.append(crash)
+        return crash
+
+    def kill_guest(self) -> None:
+        """Kill the current guest at once (an interrupted job); the next request boots."""
+        guest, self._guest = self._guest, None
+        if guest is not None:
+            guest.kill()
+
     def request(self, op: str, args: tuple[Any, ...]) -> tuple[int, Any]:
         """One request to the agent with the per-call watchdog (see :meth:`_request`)."""
         return self._request(op, args)
@@ -156,6 +206,12 @@ class QemuBackend(RemoteBackend):
             raise reply_error(status, payload, self.spec)
         code, output, timed_out = payload
         return code, output, bool(timed_out)
+
+    def put(self, path: str, data: bytes, mode: int = 0o755) -> None:
+        """Write a file in the guest (a program or script for :meth:`run`)."""
+        status, payload = self._request("put", (path, data, mode))
+        if status != OK:
+            raise reply_error(status, payload, self.spec)
 
     def run_selftests(self, timeout: float = 600.0,
                       suites: Sequence[str] = SELFTESTS) -> str:

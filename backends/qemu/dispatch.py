@@ -10,16 +10,20 @@ where pexpect and the rest of the host side are absent.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import signal
 import subprocess
+import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 from backends.contract import Backend, BackendError
 from backends.kernel.rpc import dispatch
-from backends.kernel.rpc.protocol import OK, PROTOCOL_VERSION, error_reply
+from backends.kernel.rpc.protocol import AGENT_BUG, OK, PROTOCOL_VERSION, error_reply
+from backends.qemu.jobio import JobIO
 
 Reply = dispatch.Reply
 
@@ -40,7 +44,11 @@ class Dispatcher(dispatch.Dispatcher):
             "hello": self._hello,
             "run": self._run,
             "stats": self._stats,
+            "job": self._job,
+            "put": self._put,
         })
+        #: the channel end of the current request, set by the agent's loop for ``job``
+        self.job_io: JobIO | None = None
 
     def _hello(self, _args: tuple[Any, ...]) -> Reply:
         info: dict[str, Any] = {
@@ -87,3 +95,37 @@ class Dispatcher(dispatch.Dispatcher):
 
     def _stats(self, _args: tuple[Any, ...]) -> Reply:
         return OK, {"requests": self.requests, "service_seconds": self.service_seconds}
+
+    def _put(self, args: tuple[Any, ...]) -> Reply:
+        """``(path, data, mode)``: write a file in the guest (a program to run, a script)."""
+        path, data, mode = args
+        try:
+            with open(str(path), "wb") as f:
+                f.write(bytes(data))
+            os.chmod(str(path), int(mode))
+        except OSError as exc:
+            return error_reply(exc)
+        return OK, len(data)
+
+    def _job(self, args: tuple[Any, ...]) -> Reply:
+        """``(target, job_args)``: run ``target(io, *job_args)`` (``module:callable``)
+        in a forked child that owns the channel until it returns; the reply is the
+        child's exit status. A fork keeps the agent's state out of the job's way
+        and the job's (a whole pytest session) out of the agent's."""
+        target, job_args = args
+        io = self.job_io
+        if io is None:
+            return AGENT_BUG, "job: no channel for the job's events"
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the agent's loop
+            code = 70
+            try:
+                module, _, attr = str(target).partition(":")
+                job = getattr(importlib.import_module(module), attr)
+                code = int(job(io, *job_args))
+            except BaseException:  # the host sees the exit status; the console the why
+                traceback.print_exc(file=sys.stderr)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return OK, os.waitstatus_to_exitcode(status)

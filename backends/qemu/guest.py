@@ -47,6 +47,7 @@ class Guest:
         self._child: Any = None
         self._watcher: ConsoleWatcher | None = None
         self._channel: Channel | None = None
+        self._streaming = False
 
     # -- boot ------------------------------------------------------------
     def boot(self) -> dict[str, Any]:
@@ -101,37 +102,94 @@ class Guest:
     # -- calls -----------------------------------------------------------
     def call(self, op: str, args: tuple[Any, ...], timeout: float | None = None) -> tuple[int, Any]:
         """One request; GuestCrashed if the guest splats, hangs or exits meanwhile."""
+        seq = self._start(op, args)
+        limit = self.call_timeout if timeout is None else timeout
+        final, status, payload, logged = self._receive(seq, op, limit)
+        if not final:
+            self._streaming = False
+            raise self._crashed(None, op, f"unexpected event frame for {op}", kind="exited")
+        if logged is not None:
+            raise self.crash_logged(logged, op)
+        assert self._watcher is not None
+        if self._watcher.splat_started.is_set():  # a splat on the console since the call began
+            raise self._crashed(self._watcher.wait_splat(_SETTLE), op, "")
+        return status, payload
+
+    # -- streaming jobs ----------------------------------------------------
+    def job_start(self, op: str, args: tuple[Any, ...]) -> int:
+        """Send a streaming request; returns its seq for :meth:`job_receive`.
+
+        Until its final reply the job owns the channel: no :meth:`call` meanwhile.
+        The job attributes kernel splats itself (its events carry them), so a splat
+        on the console does not cut the channel; a panic ends it (QEMU exits).
+        """
+        seq = self._start(op, args)
+        self._streaming = True
+        return seq
+
+    def job_send(self, message: Any) -> None:
+        """A command frame to the running job."""
+        if self._channel is None:
+            raise GuestError("guest is not running")
+        try:
+            self._channel.send(message)
+        except ChannelClosed as exc:
+            raise self._lost("job", exc) from None
+
+    def job_receive(self, seq: int, timeout: float | None,
+                    what: str = "job") -> tuple[bool, int, Any, str | None]:
+        """The job's next frame: ``(final, status, payload, splat)``; GuestCrashed
+        if the guest hangs (nothing within ``timeout``) or exits meanwhile."""
+        final, status, payload, splat = self._receive(seq, what, timeout)
+        if final:
+            self._streaming = False
+        return final, status, payload, splat
+
+    def crash_logged(self, logged: str, op: str) -> GuestCrashed:
+        """Kill the guest for the splat the kernel logged during ``op`` (the line the
+        agent saw in /dev/kmsg); the console's excerpt of it, once it has printed."""
+        assert self._watcher is not None
+        self._watcher.splat_started.wait(_SETTLE)  # the console may lag behind
+        return self._crashed(self._watcher.wait_splat(_SETTLE), op, logged,
+                             kind=classify(logged) or "warning")
+
+    def _start(self, op: str, args: tuple[Any, ...]) -> int:
         if not self.alive or self._channel is None or self._watcher is None:
             raise GuestError("guest is not running")
-        watcher = self._watcher
-        if watcher.splat_started.is_set():  # a splat since the last call
-            raise self._crashed(watcher.wait_splat(_SETTLE), op, "")
-        limit = self.call_timeout if timeout is None else timeout
+        if self._streaming:
+            raise GuestError(f"{op} while a streaming job owns the channel")
+        if self._watcher.splat_started.is_set():  # a splat since the last call
+            raise self._crashed(self._watcher.wait_splat(_SETTLE), op, "")
         try:
-            status, payload, logged = self._channel.call(op, args, limit)
+            return self._channel.start(op, args)
+        except ChannelClosed as exc:
+            raise self._lost(op, exc) from None
+
+    def _receive(self, seq: int, op: str,
+                 limit: float | None) -> tuple[bool, int, Any, str | None]:
+        assert self._channel is not None and self._watcher is not None
+        watcher = self._watcher
+        try:
+            return self._channel.receive(seq, limit, op)
         except ChannelTimeout:
             # A soft lockup or hung-task report on the console says more than we can.
             splat = watcher.splat if watcher.splat_started.is_set() else None
-            raise self._crashed(splat, op, f"no reply to {op} within {limit:.0f} s",
+            raise self._crashed(splat, op, f"no reply to {op} within {limit or 0:.0f} s",
                                 kind="hang") from None
         except (ChannelClosed, ProtocolError) as exc:
-            if not watcher.splat_started.is_set():
-                watcher.eof.wait(_SETTLE)  # a panicking guest resets, and QEMU exits
-            raise self._crashed(watcher.wait_splat(_SETTLE), op,
-                                f"agent channel lost during {op} ({exc})",
-                                kind="exited") from None
-        if logged is not None:
-            # The kernel logged a splat during the call; the console may lag behind.
-            watcher.splat_started.wait(_SETTLE)
-            raise self._crashed(watcher.wait_splat(_SETTLE), op, logged,
-                                kind=classify(logged) or "warning")
-        if watcher.splat_started.is_set():  # a splat on the console since the call began
-            raise self._crashed(watcher.wait_splat(_SETTLE), op, "")
-        return status, payload
+            raise self._lost(op, exc) from None
+
+    def _lost(self, op: str, exc: Exception) -> GuestCrashed:
+        assert self._watcher is not None
+        if not self._watcher.splat_started.is_set():
+            self._watcher.eof.wait(_SETTLE)  # a panicking guest resets, and QEMU exits
+        return self._crashed(self._watcher.wait_splat(_SETTLE), op,
+                             f"agent channel lost during {op} ({exc})", kind="exited")
 
     def _on_splat(self, _splat: Splat) -> None:
-        # Watcher thread: wake a caller blocked on a guest that will not answer.
-        if self._channel is not None:
+        # Watcher thread: wake a caller blocked on a guest that will not answer. A
+        # streaming job reports its splats itself, case by case.
+        if self._channel is not None and not self._streaming:
             self._channel.wake()
 
     def _crashed(self, splat: Splat | None, op: str, summary: str,
@@ -152,7 +210,9 @@ class Guest:
         gone; returns a splat the console showed meanwhile (teardown WARNs)."""
         if not self.alive:
             return None
-        if self._channel is not None:
+        if self._streaming:
+            grace = 0.0  # a job owns the channel (an interrupted run): no polite exit
+        elif self._channel is not None:
             try:
                 self._channel.call("exit", (), min(grace, 5.0))
             except (ChannelTimeout, ChannelClosed, ProtocolError):
@@ -167,6 +227,7 @@ class Guest:
     def kill(self) -> None:
         """SIGKILL QEMU (if still running) and release everything (idempotent)."""
         self.alive = False
+        self._streaming = False
         if self._channel is not None:
             self._channel.close()
             self._channel = None

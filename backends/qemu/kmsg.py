@@ -34,6 +34,7 @@ class KmsgMonitor:
     """Reads kernel log records logged since the last :meth:`poll` (or since opening)."""
 
     def __init__(self, path: str = DEV_KMSG) -> None:
+        self.path = path
         self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         os.lseek(self._fd, 0, os.SEEK_END)  # only what is logged from now on
         self._poller = select.poll()

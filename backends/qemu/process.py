@@ -10,7 +10,10 @@ Three nets catch the rest:
   the signal follows that *thread*'s exit.
 * atexit: a normal interpreter exit kills what is left.
 * SIGTERM, SIGHUP and SIGINT handlers (installed once, from the main thread)
-  kill every QEMU, then hand the signal to the handler that was there before.
+  kill every QEMU, then hand the signal on: SIGINT and SIGTERM become a
+  KeyboardInterrupt (so pytest ends with its interrupted summary and its
+  reports), also where the shell started the run with SIGINT ignored (a
+  background job); SIGHUP goes to the handler that was there before.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ _lock = threading.Lock()
 _installed = False
 _previous: dict[int, Any] = {}
 _CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+#: signals that end a run as an interrupt rather than by dying
+_INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def spawn(argv: Sequence[str], *, env: dict[str, str] | None = None) -> Any:
@@ -132,6 +137,9 @@ def install_cleanup() -> None:
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     kill_all()
     previous = _previous.get(signum)
+    if signum in _INTERRUPT_SIGNALS and previous in (signal.default_int_handler,
+                                                     signal.SIG_DFL, signal.SIG_IGN):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
     if callable(previous):
         previous(signum, frame)  # e.g. SIGINT's default_int_handler: KeyboardInterrupt
         return

@@ -12,6 +12,11 @@ Agent ops, on top of the contract and server ops every server answers:
 * ``stats`` ``()`` -> ``{"requests": n, "service_seconds": s}``: requests served and
   the agent's time on them, from a request read to its reply written (the rest of a
   round trip is the channel).
+* ``put`` ``(path, data, mode)`` -> bytes written: a file in the guest (a program or
+  script to ``run``).
+* ``job`` ``(target, args)`` -> the exit status of ``target(io, *args)``
+  (``module:callable``), run in a forked agent that streams EVENT frames and reads
+  the host's command frames meanwhile (:mod:`backends.qemu.jobio`).
 
 A test's forked children live in the agent's handle table (``fork_child``,
 ``child_call``, ``child_exit``); the agent watches the kernel log for them too, so a
@@ -25,6 +30,7 @@ from backends.kernel.rpc.protocol import (
     BACKEND_ERROR,
     CONTRACT_OPS,
     ERRNO,
+    EVENT,
     HEADER,
     MAX_FRAME,
     OK,
@@ -41,11 +47,11 @@ from backends.kernel.rpc.protocol import (
 #: the virtio-serial port name the agent looks for (/sys/class/virtio-ports/*/name)
 PORT_NAME = "org.iommufd.agent"
 
-AGENT_OPS = ("hello", "run", "stats")
+AGENT_OPS = ("hello", "run", "stats", "put", "job")
 OPS = CONTRACT_OPS + SERVER_OPS + AGENT_OPS
 
 __all__ = [
-    "AGENT_BUG", "AGENT_OPS", "BACKEND_ERROR", "CONTRACT_OPS", "ERRNO", "HEADER",
+    "AGENT_BUG", "AGENT_OPS", "BACKEND_ERROR", "CONTRACT_OPS", "ERRNO", "EVENT", "HEADER",
     "MAX_FRAME", "OK", "OPS", "PORT_NAME", "PROTOCOL_VERSION", "SERVER_OPS",
     "FrameReader", "ProtocolError", "decode", "encode", "error_reply", "reply_error",
 ]

@@ -325,3 +325,29 @@ def fake_qemu(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(fake_qemu())
+
+
+# -- inside a fake guest's job (a test case run by harness.guestrun.worker) ------------
+
+def _fake_console() -> Any:
+    """The fake QEMU's console from a job it forked: the agent's stdout (the job's own
+    stdout is its log), which is the console a real guest kernel prints to."""
+    return open(f"/proc/{os.getppid()}/fd/1", "w")
+
+
+def guest_warn() -> None:
+    """What a kernel WARN looks like from inside the guest: a kmsg record, a console
+    splat; the guest carries on."""
+    _log_only(WARN_SPLAT)
+    with _fake_console() as console:
+        console.write(WARN_SPLAT)
+
+
+def guest_panic() -> None:
+    """A guest kernel panic from inside the guest: the splat on the console, then the
+    machine is gone (QEMU exits with panic=-1 and -no-reboot)."""
+    with _fake_console() as console:
+        console.write(PANIC_SPLAT)
+    time.sleep(0.5)  # QEMU's serial output is out before it exits; a killed pty's is not
+    os.kill(os.getppid(), 9)
+    os._exit(0)

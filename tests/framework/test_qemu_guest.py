@@ -151,7 +151,12 @@ def test_1_panics_the_guest(backend):
     fd = backend.open("/proc/sys/vm/panic_on_oom", os.O_WRONLY)
     backend.write(fd, b"1\\n")
     backend.close(fd)
-    backend.run(["python3", "-c", "x = []\\nwhile True: x.append(b'1' * (1 << 26))"], 300)
+    if hasattr(backend, "run"):  # --qemu-run=agent: the case runs on the host
+        backend.run(["python3", "-c", "x = []\\nwhile True: x.append(b'1' * (1 << 26))"], 300)
+    else:  # the case runs in the guest, and so does its memory
+        x = []
+        while True:
+            x.append(b"1" * (1 << 26))
 
 def test_2_runs_on_a_fresh_guest(iommufd):
     assert iommufd.ioas_alloc() == 1
@@ -169,12 +174,46 @@ def _all_qemu() -> set[int]:
 REAL_CACHE = cache_root()
 
 
+@pytest.mark.parametrize("mode", ["guest", "agent"])
 def test_a_panicking_guest_fails_that_test_with_the_console_and_the_run_goes_on(
-        pytester, monkeypatch):
+        pytester, monkeypatch, mode):
+    """Cases run in the guest (the default) or call by call from the host (agent)."""
     monkeypatch.setenv(CACHE_ENV, str(REAL_CACHE))
     before = _all_qemu()
     pytester.makepyfile(test_crash=CRASHING_SUITE)
-    result = pytester.runpytest_subprocess("--backend", "qemu:x86_64", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--backend", "qemu:x86_64", "--qemu-run", mode,
+                                           "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*GuestCrashed*", "*Kernel panic - not syncing*"])
+    result.stdout.fnmatch_lines(["*guest panic during*", "*Kernel panic - not syncing*"])
     assert _all_qemu() <= before  # no guest outlives the run
+
+
+def test_ctrl_c_ends_a_real_guest_run_with_its_finished_cases(tmp_path, monkeypatch):
+    """SIGINT to the run's process group (a terminal's Ctrl-C) mid-suite: pytest's
+    interrupted summary, the KTAP file holds the finished cases and no failure, and
+    no QEMU is left (how fast: benchmarks/bench_interrupt.py)."""
+    import re
+    import signal
+    import sys
+
+    monkeypatch.setenv(CACHE_ENV, str(REAL_CACHE))
+    before = _all_qemu()
+    ktap = tmp_path / "run.ktap"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "--backend", "qemu:x86_64",
+         "--ktap", str(ktap), "-v"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert run.stdout is not None
+    seen = []
+    for line in run.stdout:
+        seen.append(line)
+        if sum("PASSED" in s for s in seen) >= 10:
+            break
+    os.killpg(run.pid, signal.SIGINT)
+    rest, _ = run.communicate(timeout=60)
+    out = "".join(seen) + rest
+    assert run.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "KeyboardInterrupt" in out and "FAILED" not in out and " ERROR" not in out, out
+    results = re.findall(r"^(not ok|ok) \d+ (\S+)", ktap.read_text(), re.MULTILINE)
+    assert len(results) >= 10 and all(r == "ok" for r, _ in results), ktap.read_text()
+    assert _all_qemu() <= before

@@ -2,8 +2,11 @@
 
 The data path is a plain blocking socket (QEMU's chardev on a unix socket for the
 guest agent, a socketpair to a forked child): one ``sendall`` and usually one
-``recv`` per call, no threads. Another thread may :meth:`Channel.wake` a blocked
-caller (the qemu backend's console watcher does, when the guest splats).
+``recv`` per call, no threads. A streaming op (the agent's ``job``) is driven with
+:meth:`Channel.start`, :meth:`Channel.send` and :meth:`Channel.receive` instead:
+its EVENT frames arrive one by one, and the caller may send the job commands.
+Another thread may :meth:`Channel.wake` a blocked caller (the qemu backend's console
+watcher does, when the guest splats).
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from backends.kernel.rpc.protocol import HEADER, MAX_FRAME, ProtocolError, decode, encode
+from backends.kernel.rpc.protocol import (
+    EVENT,
+    HEADER,
+    MAX_FRAME,
+    ProtocolError,
+    decode,
+    encode,
+)
 
 _RECV_SIZE = 1 << 18
 
@@ -37,13 +47,30 @@ class Channel:
     def call(self, op: str, args: tuple[Any, ...],
              timeout: float | None) -> tuple[int, Any, str | None]:
         """Send ``(seq, op, args)``; the reply's ``(status, payload, splat)``."""
+        seq = self.start(op, args)
+        final, status, payload, splat = self.receive(seq, timeout, op)
+        if not final:
+            raise ProtocolError(f"event frame for {op}, which does not stream")
+        return status, payload, splat
+
+    def start(self, op: str, args: tuple[Any, ...]) -> int:
+        """Send the request ``(seq, op, args)``; returns its seq (for :meth:`receive`)."""
         self._seq += 1
-        seq = self._seq
+        self._send(encode((self._seq, op, args)), op)
+        return self._seq
+
+    def send(self, message: Any) -> None:
+        """Send one frame outside the request/reply pattern (a command to a running job)."""
+        self._send(encode(message), "job command")
+
+    def receive(self, seq: int, timeout: float | None,
+                op: str = "request") -> tuple[bool, int, Any, str | None]:
+        """The next frame for request ``seq``: ``(final, status, payload, splat)``;
+        ``final`` is False for an EVENT frame of a streaming op."""
         if timeout != self._timeout:
             self._sock.settimeout(timeout)
             self._timeout = timeout
         try:
-            self._sock.sendall(encode((seq, op, args)))
             rseq, status, payload, splat = self._recv_frame()
         except TimeoutError:
             raise ChannelTimeout(f"no reply to {op} within {timeout} s") from None
@@ -53,7 +80,13 @@ class Channel:
             raise ChannelClosed(f"channel lost during {op}: {exc}") from None
         if rseq != seq:
             raise ProtocolError(f"reply {rseq} to request {seq}: channel out of sync")
-        return status, payload, splat
+        return status != EVENT, status, payload, splat
+
+    def _send(self, frame: bytes, what: str) -> None:
+        try:
+            self._sock.sendall(frame)
+        except OSError as exc:
+            raise ChannelClosed(f"channel lost sending {what}: {exc}") from None
 
     def _recv_frame(self) -> Any:
         buf = self._buf

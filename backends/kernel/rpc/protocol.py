@@ -10,6 +10,10 @@ Messages (strictly one reply per request, in order)::
 
     request  (seq, op, args)                 op: a string, args: a tuple
     reply    (seq, status, payload, splat)   status: OK / ERRNO / BACKEND_ERROR / AGENT_BUG
+    event    (seq, EVENT, payload, splat)    zero or more before a streaming op's reply
+
+A streaming op (the agent's ``pytest``) sends EVENT frames carrying the request's
+``seq`` while it runs, then its one reply; every other op sends its reply alone.
 
 ``splat`` is None, or the first kernel log line of a splat (WARNING, BUG, Oops, ...)
 logged while the request ran (the guest agent watches the log; a forked child
@@ -41,6 +45,7 @@ Server ops (:data:`SERVER_OPS`), answered by every server:
 * ``exit`` ``()`` -> None; the server answers, releases its children and its
   backend, and stops.
 
+Version 5 added EVENT frames (the agent's ``pytest`` op streams them).
 Version 4 added ``getpid``, ``proc_status``, ``drop_capability``,
 ``restore_capability`` and the ``fork_child`` / ``child_call`` / ``child_exit`` ops
 (with ``batch`` and ``exit`` now answered by every server, not only the agent).
@@ -55,12 +60,14 @@ from typing import Any
 
 from backends.contract import BackendError
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 OK = 0
 ERRNO = 1
 BACKEND_ERROR = 2
 AGENT_BUG = 3
+#: not a reply: an event of a streaming op, more frames follow for the same seq
+EVENT = 4
 
 #: the contract's calls, in the order of backends.contract.Backend
 CONTRACT_OPS = (
