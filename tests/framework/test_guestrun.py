@@ -226,3 +226,30 @@ def test_sigkill_of_the_run_takes_the_guest_with_it(suite: pytest.Pytester) -> N
     while _fake_qemus(suite.path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _fake_qemus(suite.path)
+
+
+TIMED = """
+import time
+from harness import kselftest
+
+pytestmark = kselftest.fixture("timed", {"v": 0})
+
+def test_a(iommufd, variant): pass
+def test_b_slow(iommufd, variant): time.sleep(60)
+def test_c(iommufd, variant): pass
+"""
+
+
+def test_pytest_timeout_fails_the_case_and_the_run_goes_on(suite: pytest.Pytester) -> None:
+    """pytest-timeout (signal method) fails the stuck case; its guest goes and the next
+    case runs on a fresh one."""
+    pytest.importorskip("pytest_timeout")
+    suite.makepyfile(test_timed=TIMED)
+    ktap = suite.path / "timed.ktap"
+    result = suite.runpytest_subprocess("--backend", "qemu:x86_64", "--timeout", "3",
+                                        "--ktap", str(ktap))
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*Timeout*"])
+    assert _ktap_results(ktap) == {"timed.v.a": "ok", "timed.v.b_slow": "not ok",
+                                   "timed.v.c": "ok"}
+    assert not _fake_qemus(suite.path)
