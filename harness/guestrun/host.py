@@ -15,11 +15,13 @@ guest at once and leaves pytest to print its interrupted summary.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator
 from typing import Any, Literal
 
 import pytest
 
+from backends.contract import BackendError
 from backends.qemu import QemuBackend
 from backends.qemu.errors import GuestCrashed
 from harness.guestrun.files import suite_files
@@ -29,6 +31,10 @@ _PHASES: tuple[Phase, ...] = ("setup", "call", "teardown")
 
 #: the guest job that runs the session
 WORKER = "harness.guestrun.worker:run_session"
+#: env override of the per-case watchdog (seconds): a case is many calls, and under
+#: TCG on a loaded host the heaviest (access_rw's sweeps) take minutes
+CASE_TIMEOUT_ENV = "IOMMUFD_QEMU_CASE_TIMEOUT"
+DEFAULT_CASE_TIMEOUT = 300.0
 
 
 def uses_backend(item: pytest.Item) -> bool:
@@ -65,6 +71,7 @@ class GuestRunner:
         self._backend: QemuBackend | None = None
         self._session: _Session | None = None
         self._start_error: str | None = None
+        self.case_timeout = float(os.environ.get(CASE_TIMEOUT_ENV) or DEFAULT_CASE_TIMEOUT)
         #: the guest's timing of each session that ended cleanly (see the worker)
         self.stats: list[dict[str, Any]] = []
 
@@ -100,8 +107,8 @@ class GuestRunner:
 
         try:
             session = self._session or self._start(item.session)
-        except GuestCrashed as crash:
-            fail(f"the guest crashed while its pytest session started:\n{crash}")
+        except BackendError as error:  # GuestCrashed, or a guest that did not boot
+            fail(f"the guest's pytest session did not start:\n{error}")
             return
         if session is None:
             fail(self._start_error or "the guest's pytest session did not start")
@@ -119,7 +126,8 @@ class GuestRunner:
         try:
             backend.job_send(("run", item.nodeid, next_id))
             while True:
-                final, _status, payload, splat = backend.job_receive(session.seq)
+                final, _status, payload, splat = backend.job_receive(session.seq,
+                                                                     self.case_timeout)
                 if final:
                     self._session = None
                     fail(f"the guest's pytest session ended during the case "

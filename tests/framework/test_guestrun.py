@@ -75,7 +75,7 @@ def suite(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyP
     pytester.makeconftest(CONFTEST)
     monkeypatch.setenv("FAKE_LOG_DIR", str(tmp_path))
     monkeypatch.setenv("IOMMUFD_GUEST_BACKEND", "mock")
-    monkeypatch.setenv("IOMMUFD_QEMU_CALL_TIMEOUT", "5")
+    monkeypatch.setenv("IOMMUFD_QEMU_CASE_TIMEOUT", "5")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     return pytester
 
