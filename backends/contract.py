@@ -190,6 +190,14 @@ class Backend(abc.ABC):
         effective set (the kernel's tests never need to: each runs in its own fork)."""
         raise BackendError(f"{self.spec}: has no capabilities to restore")
 
+    # -- kernel health ---------------------------------------------------
+    def take_splats(self) -> list[str]:
+        """The kernel WARN splats (one line each) since the previous call, oldest first;
+        a WARN is a kernel bug, so the caller fails whatever caused it. Backends that
+        report splats another way (the qemu backend fails the running call) have none
+        left to give here."""
+        return []
+
     # -- helpers every backend shares ------------------------------------
     def has(self, *features: str) -> bool:
         """True when the backend offers every named feature."""

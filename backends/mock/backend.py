@@ -53,6 +53,7 @@ class MockBackend(Backend):
     def __init__(self) -> None:
         self.kernel = Kernel(u.ffi)
         self._closed = False
+        self._splats_taken = 0
 
     # -- lifecycle -------------------------------------------------------
     def shutdown(self) -> None:
@@ -197,6 +198,12 @@ class MockBackend(Backend):
         """Give the simulated task a dropped capability back."""
         if self.kernel.task.set_capability(name, True) is None:
             raise BackendError(f"mock: capability {name!r} is not modelled")
+
+    def take_splats(self) -> list[str]:
+        """The model's WARN_ONs since the previous call, as WARNING lines."""
+        taken = self.kernel.warnings[self._splats_taken:]
+        self._splats_taken = len(self.kernel.warnings)
+        return [f"WARNING: {what}" for what in taken]
 
     @property
     def warnings(self) -> list[str]:
