@@ -428,7 +428,8 @@ class IoPagetable:
             self.area_unfill_domains(area, pages)
             self.abort_area(area)
             pages.put()
-            unmapped += area_last - area_first + 1
+            # An unsigned long: two 2^63 areas add up to 0.
+            unmapped = (unmapped + area_last - area_first + 1) & U64_MAX
             if area_last >= last:
                 return 0, unmapped
             start = area_last + 1

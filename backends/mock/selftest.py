@@ -127,7 +127,7 @@ def _syz_conv_iova(ictx: IommufdCtx, ioas: Any, iova: int) -> int:
     offset = iova >> 32
     for area in ioas.iopt.areas:
         if nth == 0:
-            return int(area.start + offset)
+            return int(area.start + offset) & U64_MAX  # an unsigned long sum
         nth -= 1
     return 0
 
@@ -141,8 +141,10 @@ def iommufd_test_syz_conv_iova_id(ucmd: Ucmd, ioas_id: int, cmd: Any, field: str
         ioas = ucmd.ictx.get_object(ioas_id, ObjType.IOAS)
     except OSError:
         return
-    setattr(cmd, field, _syz_conv_iova(ucmd.ictx, ioas, int(getattr(cmd, field))))
-    ucmd.ictx.put_object(ioas)
+    try:
+        setattr(cmd, field, _syz_conv_iova(ucmd.ictx, ioas, int(getattr(cmd, field))))
+    finally:
+        ucmd.ictx.put_object(ioas)
 
 
 # -- the ops ------------------------------------------------------------------
