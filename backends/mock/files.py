@@ -7,6 +7,9 @@ from errno import EACCES, EBADF, EINVAL, ENODEV, ENOTTY
 from backends.mock.errors import kerr
 from backends.mock.mm import PAGE_SIZE, PROT_WRITE, MemFile, Mm
 
+MAX_RW_COUNT = 0x7FFF_F000
+"""The most one read(2) or write(2) moves: INT_MAX rounded down to a page."""
+
 
 class File:
     """A ``struct file``: reference counted, released on the last put."""
@@ -127,18 +130,25 @@ class MemfdFile(File):
         """False for a regular file: memfd_pin_folios() refuses it (EINVAL)."""
 
     def read(self, length: int) -> bytes:
-        """read(2) at the file position (short at EOF)."""
+        """read(2) at the file position: short at EOF, and at most MAX_RW_COUNT bytes
+        (vfs_read caps every read there)."""
         size = self.memfile.size
-        length = max(0, min(length, size - self.pos))
-        out = bytearray()
+        length = max(0, min(length, MAX_RW_COUNT, size - self.pos))
+        pages = self.memfile.pages
+        first, last = self.pos // PAGE_SIZE, (self.pos + length - 1) // PAGE_SIZE
+        if not any(first <= index <= last for index in pages):
+            # Nothing written there: zeros, which bytes() leaves to the allocator.
+            self.pos += length
+            return bytes(length)
+        out: list[bytes] = []
         while length:
             index, offset = divmod(self.pos, PAGE_SIZE)
             chunk = min(length, PAGE_SIZE - offset)
-            page = self.memfile.pages.get(index)
-            out += bytes(chunk) if page is None else page.read(offset, chunk)
+            page = pages.get(index)
+            out.append(bytes(chunk) if page is None else page.read(offset, chunk))
             self.pos += chunk
             length -= chunk
-        return bytes(out)
+        return b"".join(out)
 
     def write(self, data: bytes) -> int:
         """write(2) at the file position, growing the file."""
