@@ -20,7 +20,7 @@ Faults follow GUP: no VMA, a missing PROT bit, or a file page past EOF is EFAULT
 from __future__ import annotations
 
 from bisect import bisect_right
-from errno import EFAULT, EINVAL, ENOMEM
+from errno import EFAULT, EINVAL, ENOMEM, EOVERFLOW
 
 from backends.mock.errors import kerr
 
@@ -41,6 +41,7 @@ MMAP_TOP = 0x7F00_0000_0000
 """mmap() places new mappings top-down from here."""
 
 _ZERO_PAGE = bytes(PAGE_SIZE)
+_U64 = (1 << 64) - 1
 
 
 class PhysPage:
@@ -407,6 +408,15 @@ class Mm:
         for i in range(npages):
             pages.append(self._fault(addr + i * PAGE_SIZE, write, longterm))
         return pages
+
+    def get_user_pages_fast(self, addr: int, npages: int) -> list[PhysPage]:
+        """get_user_pages_fast(): like :meth:`get_user_pages`, but ``addr`` is rounded
+        down to its page first; a range that wraps is EOVERFLOW."""
+        start = addr & PAGE_MASK & _U64
+        end = start + npages * PAGE_SIZE
+        if end > _U64:
+            raise kerr(EOVERFLOW)
+        return self.get_user_pages(start, npages)
 
     def pin_user_pages(self, addr: int, npages: int, *, write: bool,
                        longterm: bool = True) -> list[PhysPage]:

@@ -356,7 +356,8 @@ def _check_pages(ictx: IommufdCtx, uptr: int, pages: list[Any]) -> None:
     """iommufd_test_check_pages(): the pinned pages are the pages at ``uptr`` (EBADE)."""
     mm = ictx.kernel.mm
     for i, page in enumerate(pages):
-        if mm.get_user_pages(uptr + i * PAGE_SIZE, 1)[0] is not page:
+        # GUP-fast looks at the page holding the address, aligned or not.
+        if mm.get_user_pages_fast((uptr + i * PAGE_SIZE) & U64_MAX, 1)[0] is not page:
             raise kerr(EBADE)
 
 
