@@ -30,6 +30,51 @@ MAP_SHARED = _mmap.MAP_SHARED
 MAP_PRIVATE = _mmap.MAP_PRIVATE
 
 
+_U64_LIMIT = 1 << 64
+_S64_LIMIT = 1 << 63
+_INT_LIMIT = 1 << 31
+
+
+def int_arg(call: str, name: str, value: object) -> int:
+    """An int argument of contract call ``call``; anything else is a TypeError naming
+    it (bool too: it is an int to Python, never what a caller of close() means)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{call}: {name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def fd_arg(call: str, value: object) -> int:
+    """A file descriptor (a C ``int``): a negative one reaches the kernel (EBADF)."""
+    fd = int_arg(call, "fd", value)
+    if not -_INT_LIMIT <= fd < _INT_LIMIT:
+        raise TypeError(f"{call}: fd {fd} does not fit a C int")
+    return fd
+
+
+def size_arg(call: str, name: str, value: object) -> int:
+    """A length or address (``size_t`` / ``unsigned long``): a negative value is no
+    such number, so the kernel could never see it."""
+    size = int_arg(call, name, value)
+    if not 0 <= size < _U64_LIMIT:
+        raise TypeError(f"{call}: {name} must be an int in [0, 2**64), not {size}")
+    return size
+
+
+def offset_arg(call: str, name: str, value: object) -> int:
+    """A file offset (``off_t``, signed): negative values reach the kernel."""
+    offset = int_arg(call, name, value)
+    if not -_S64_LIMIT <= offset < _S64_LIMIT:
+        raise TypeError(f"{call}: {name} {offset} does not fit an off_t")
+    return offset
+
+
+def bytes_arg(call: str, name: str, value: object) -> bytes:
+    """A buffer of bytes (``bytes``, ``bytearray``, ``memoryview``)."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"{call}: {name} must be bytes-like, not {type(value).__name__}")
+    return bytes(value)
+
+
 class BackendError(RuntimeError):
     """The backend itself failed (not an errno of the kernel): a one-line message."""
 

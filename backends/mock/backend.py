@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from errno import EINVAL, ENOENT
+from typing import Any
 
 import uapi_headers as u
 from backends.contract import (
@@ -20,9 +21,15 @@ from backends.contract import (
     BackendError,
     Features,
     IoctlArg,
+    bytes_arg,
+    fd_arg,
+    int_arg,
+    offset_arg,
+    size_arg,
 )
+from backends.kernel.memory import ProcessMemory
 from backends.mock.errors import kerr
-from backends.mock.files import MemfdFile
+from backends.mock.files import MemfdFile, do_mmap_checks
 from backends.mock.kernel import Kernel
 from backends.mock.main import iommufd_fops_open
 from backends.mock.mm import HPAGE_SIZE, PAGE_SIZE, MemFile
@@ -54,6 +61,7 @@ class MockBackend(Backend):
         self.kernel = Kernel(u.ffi)
         self._closed = False
         self._splats_taken = 0
+        self._host_mem = ProcessMemory()
 
     # -- lifecycle -------------------------------------------------------
     def shutdown(self) -> None:
@@ -66,6 +74,7 @@ class MockBackend(Backend):
                 self.kernel.files.close(fd)
             except OSError:
                 pass
+        self._host_mem.close()
 
     def describe(self) -> str:
         """One line for reports."""
@@ -75,6 +84,9 @@ class MockBackend(Backend):
     def open(self, path: str, flags: int = os.O_RDWR) -> int:
         """open("/dev/iommu") gives a new iommufd context (/dev/vfio/vfio: VFIO-style
         accounting); "/proc/self/exe" a read-only file; other paths do not exist."""
+        if not isinstance(path, str):
+            raise TypeError(f"open: path must be a str, not {type(path).__name__}")
+        int_arg("open", "flags", flags)
         if path == _EXE:
             return self.kernel.files.install(
                 MemfdFile(self._exe(), self.kernel.mm, writable=False, shmem=False))
@@ -93,21 +105,22 @@ class MockBackend(Backend):
 
     def close(self, fd: int) -> None:
         """close(2): closing an iommufd destroys all its objects (once no access holds it)."""
-        self.kernel.files.close(fd)
+        self.kernel.files.close(fd_arg("close", fd))
 
     def ioctl(self, fd: int, request: int, arg: IoctlArg = None) -> int:
         """ioctl(2): a cdata ``arg`` is user memory for the call; an int is passed as is
         (a value for value ioctls, an address in this backend's memory otherwise)."""
         kernel = self.kernel
-        file = kernel.files.lookup(fd)
+        file = kernel.files.lookup(fd_arg("ioctl", fd))
+        size_arg("ioctl", "request", request)
         if arg is None:
             return file.ioctl(request, 0)
         if isinstance(arg, int):
             return file.ioctl(request, arg & _U64)
         ffi = kernel.ffi
         ctype = ffi.typeof(arg)
-        if arg == ffi.NULL or (ctype.kind == "pointer" and ctype.item.kind == "void"):
-            # A NULL or untyped pointer: its value is the address the kernel sees.
+        if ctype.kind == "pointer" and not self._host_buffer(arg, ctype):
+            # Its value is the address the kernel sees, in this backend's memory.
             return file.ioctl(request, int(ffi.cast("uintptr_t", arg)) & _U64)
         uaccess = kernel.uaccess
         addr = uaccess.map_arg(arg)
@@ -116,47 +129,79 @@ class MockBackend(Backend):
         finally:
             uaccess.unmap_arg()
 
+    def _host_buffer(self, arg: IoctlArg, ctype: Any) -> bool:
+        """Whether a typed pointer points at this process's memory (a cdata buffer the
+        caller made) rather than at an address of the model's user memory (a backend
+        address cast to a struct pointer), so the model never dereferences a host
+        pointer that is not one: that address is then read as copy_from_user would."""
+        ffi = self.kernel.ffi
+        if ctype.item.kind == "void":
+            return False
+        addr = int(ffi.cast("uintptr_t", arg))
+        if addr == 0 or self.kernel.mm.find_vma(addr) is not None:
+            return False
+        try:
+            self._host_mem.peek(addr, len(ffi.buffer(arg)))
+        except OSError:
+            return False
+        return True
+
     def read(self, fd: int, length: int) -> bytes:
         """read(2)."""
-        return self.kernel.files.lookup(fd).read(length)
+        file = self.kernel.files.lookup(fd_arg("read", fd))
+        return file.read(size_arg("read", "length", length))
 
     def write(self, fd: int, data: bytes) -> int:
         """write(2)."""
-        return self.kernel.files.lookup(fd).write(data)
+        file = self.kernel.files.lookup(fd_arg("write", fd))
+        return file.write(bytes_arg("write", "data", data))
 
     def mmap(self, fd: int, length: int, offset: int = 0,
              prot: int = PROT_READ | PROT_WRITE, flags: int = MAP_SHARED) -> int:
         """mmap(2) of a memfd (shared or private) or of the iommufd fd."""
-        return self.kernel.files.lookup(fd).mmap(length, offset, prot, bool(flags & MAP_SHARED))
+        file = self.kernel.files.lookup(fd_arg("mmap", fd))
+        length = size_arg("mmap", "length", length)
+        offset = offset_arg("mmap", "offset", offset)
+        int_arg("mmap", "prot", prot)
+        int_arg("mmap", "flags", flags)
+        do_mmap_checks(file, length, offset)
+        return file.mmap(length, offset, prot, bool(flags & MAP_SHARED))
 
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2); later pins of the range fault (EFAULT)."""
-        self.kernel.mm.munmap(addr, length)
+        self.kernel.mm.munmap(size_arg("munmap", "addr", addr),
+                              size_arg("munmap", "length", length))
 
     # -- user memory -----------------------------------------------------
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
               hugepage: bool = False) -> int:
         """Anonymous zeroed memory; ``hugepage`` gives 2 MiB compound pages."""
+        length = size_arg("alloc", "length", length)
+        align = size_arg("alloc", "align", align)
         return self.kernel.mm.mmap_anon(length, shared=shared, align=align or PAGE_SIZE,
                                         hugepage=hugepage)
 
     def peek(self, addr: int, length: int) -> bytes:
         """Read user memory; OSError(EFAULT) where nothing readable is mapped."""
-        return self.kernel.mm.read(addr, length)
+        return self.kernel.mm.read(size_arg("peek", "addr", addr),
+                                   size_arg("peek", "length", length))
 
     def poke(self, addr: int, data: bytes) -> None:
         """Write user memory; OSError(EFAULT) where nothing writable is mapped."""
-        self.kernel.mm.write(addr, data)
+        self.kernel.mm.write(size_arg("poke", "addr", addr), bytes_arg("poke", "data", data))
 
     def memfd_create(self, name: str) -> int:
         """memfd_create(2): an empty shared-memory file."""
+        if not isinstance(name, str):
+            raise TypeError(f"memfd_create: name must be a str, not {type(name).__name__}")
         memfile = MemFile(self.kernel.phys, 0, name)
         fd: int = self.kernel.files.install(MemfdFile(memfile, self.kernel.mm))
         return fd
 
     def ftruncate(self, fd: int, length: int) -> None:
         """ftruncate(2) of a memfd (EINVAL for other files)."""
-        file = self.kernel.files.lookup(fd)
+        file = self.kernel.files.lookup(fd_arg("ftruncate", fd))
+        length = offset_arg("ftruncate", "length", length)
         if not isinstance(file, MemfdFile):
             raise kerr(EINVAL)
         file.memfile.truncate(length)
@@ -164,7 +209,7 @@ class MockBackend(Backend):
     # -- fault injection -------------------------------------------------
     def fail_nth_write(self, n: int) -> None:
         """Arm the N-th following fault point of the model (0 disarms)."""
-        self.kernel.fault.write(n)
+        self.kernel.fault.write(int_arg("fail_nth_write", "n", n))
 
     def fail_nth_read(self) -> int:
         """0 once the armed fault fired, else the remaining count."""

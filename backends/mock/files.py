@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
-from errno import EACCES, EBADF, EINVAL, ENODEV, ENOTTY
+from errno import EACCES, EBADF, EINVAL, ENODEV, ENOMEM, ENOTTY, EOVERFLOW
 
 from backends.mock.errors import kerr
-from backends.mock.mm import PAGE_SIZE, PROT_WRITE, MemFile, Mm
+from backends.mock.mm import PAGE_SHIFT, PAGE_SIZE, PROT_WRITE, MemFile, Mm
 
 MAX_RW_COUNT = 0x7FFF_F000
 """The most one read(2) or write(2) moves: INT_MAX rounded down to a page."""
+
+
+_PAGE_MASK = ~(PAGE_SIZE - 1)
+_U64 = (1 << 64) - 1
+
+
+def do_mmap_checks(file: File, length: int, offset: int) -> None:
+    """What mmap(2) checks before the file's own mmap runs (sys_mmap, do_mmap,
+    file_mmap_ok): a zero length is EINVAL, an offset that is not page aligned EINVAL,
+    a length that wraps when page aligned ENOMEM, and an offset (as the unsigned long
+    the syscall takes) whose pages overrun the file's largest size EOVERFLOW."""
+    off = offset & _U64
+    if off & ~_PAGE_MASK:
+        raise kerr(EINVAL)
+    if not length:
+        raise kerr(EINVAL)
+    length = (length + PAGE_SIZE - 1) & _PAGE_MASK
+    if not length or length > _U64:
+        raise kerr(ENOMEM)
+    pgoff = off >> PAGE_SHIFT
+    if pgoff + (length >> PAGE_SHIFT) > _U64:
+        raise kerr(EOVERFLOW)
+    if length > file.max_size or pgoff > (file.max_size - length) >> PAGE_SHIFT:
+        raise kerr(EOVERFLOW)
 
 
 class File:
     """A ``struct file``: reference counted, released on the last put."""
 
     name = "file"
+    max_size = _U64
+    """file_mmap_size_max(): ULONG_MAX for a character device such as /dev/iommu."""
 
     def __init__(self) -> None:
         self.f_count = 1
@@ -118,6 +144,8 @@ class MemfdFile(File):
     """
 
     name = "memfd"
+    max_size = (1 << 63) - 1
+    """MAX_LFS_FILESIZE: a memfd is a regular file."""
 
     def __init__(self, memfile: MemFile, mm: Mm, *, writable: bool = True,
                  shmem: bool = True) -> None:
