@@ -32,10 +32,10 @@ from backends.mock.errors import kerr
 from backends.mock.files import MemfdFile, do_mmap_checks
 from backends.mock.kernel import Kernel
 from backends.mock.main import iommufd_fops_open
-from backends.mock.mm import HPAGE_SIZE, PAGE_SIZE, MemFile
+from backends.mock.mm import HPAGE_SIZE, PAGE_SIZE, MemFile, Mm
+from backends.mock.task import Task
 
 _U64 = (1 << 64) - 1
-MOCK_PID = 4242
 _DEVICES = {"/dev/iommu": False, "/dev/vfio/vfio": True}
 _EXE = "/proc/self/exe"
 _EXE_SIZE = 1024 * 1024
@@ -48,6 +48,8 @@ class MockBackend(Backend):
     spec = "mock"
     features = frozenset({
         Features.SELFTEST,
+        Features.FORK,
+        Features.MM_EXIT,
         Features.FAIL_NTH,
         Features.VFIO_COMPAT,
         Features.MEMFD,
@@ -58,22 +60,52 @@ class MockBackend(Backend):
     hugepage_size = HPAGE_SIZE
 
     def __init__(self) -> None:
-        self.kernel = Kernel(u.ffi)
+        self._kernel = Kernel(u.ffi)
+        self._task = self._kernel.current
+        self._children: list[MockBackend] = []
+        self._forked_child = False
         self._closed = False
         self._splats_taken = 0
         self._host_mem = ProcessMemory()
 
+    @classmethod
+    def _forked(cls, parent: MockBackend, task: Task) -> MockBackend:
+        child = cls.__new__(cls)
+        child._kernel = parent._kernel
+        child._task = task
+        child._children = []
+        child._forked_child = True
+        child._closed = False
+        child._splats_taken = parent._splats_taken
+        child._host_mem = ProcessMemory()
+        return child
+
+    @property
+    def kernel(self) -> Kernel:
+        """The model, with this backend's task as ``current``: every call of this
+        backend goes through here, so the model runs it as that task."""
+        kernel = self._kernel
+        kernel.current = self._task
+        return kernel
+
     # -- lifecycle -------------------------------------------------------
     def shutdown(self) -> None:
-        """Close every fd (destroying every context). Idempotent."""
+        """Close every fd (destroying every context); a forked child exits and is
+        reaped, its children first. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        for fd in self.kernel.files.fds():
-            try:
-                self.kernel.files.close(fd)
-            except OSError:
-                pass
+        for child in self._children:
+            child.shutdown()
+        kernel = self.kernel
+        if self._forked_child:
+            kernel.reap(self._task)
+        else:
+            for fd in kernel.files.fds():
+                try:
+                    kernel.files.close(fd)
+                except OSError:
+                    pass
         self._host_mem.close()
 
     def describe(self) -> str:
@@ -89,7 +121,7 @@ class MockBackend(Backend):
         int_arg("open", "flags", flags)
         if path == _EXE:
             return self.kernel.files.install(
-                MemfdFile(self._exe(), self.kernel.mm, writable=False, shmem=False))
+                MemfdFile(self._exe(), self._current_mm, writable=False, shmem=False))
         if path not in _DEVICES:
             raise kerr(ENOENT)
         return self.kernel.files.install(
@@ -195,7 +227,7 @@ class MockBackend(Backend):
         if not isinstance(name, str):
             raise TypeError(f"memfd_create: name must be a str, not {type(name).__name__}")
         memfile = MemFile(self.kernel.phys, 0, name)
-        fd: int = self.kernel.files.install(MemfdFile(memfile, self.kernel.mm))
+        fd: int = self.kernel.files.install(MemfdFile(memfile, self._current_mm))
         return fd
 
     def ftruncate(self, fd: int, length: int) -> None:
@@ -215,18 +247,31 @@ class MockBackend(Backend):
         """0 once the armed fault fired, else the remaining count."""
         return self.kernel.fault.read()
 
-    # -- model introspection (not part of the contract) --------------------
+    def _current_mm(self) -> Mm:
+        return self._kernel.mm
+
+    # -- processes -------------------------------------------------------
+    def fork_child(self) -> MockBackend:
+        """fork(2): a backend whose calls run as a child task, with a copy of this
+        task's fds and mm; its ``shutdown()`` is the child's exit and reaping."""
+        if self._closed:
+            raise BackendError("mock: fork of a task that has exited")
+        child = MockBackend._forked(self, self.kernel.fork())
+        self._children.append(child)
+        return child
+
     def getpid(self) -> int:
-        """The simulated task's pid."""
-        return MOCK_PID
+        """The pid of the task this backend's calls run as."""
+        return self._task.pid
 
     def proc_status(self, field: str, pid: int = 0) -> int:
-        """``VmPin`` (mm->pinned_vm) or ``VmLck`` (mm->locked_vm) in kB; the model has
-        one process."""
-        if pid not in (0, MOCK_PID):
+        """``VmPin`` (mm->pinned_vm) or ``VmLck`` (mm->locked_vm) of task ``pid`` (0:
+        this one), in kB; ENOENT once that task has been reaped."""
+        task = self._task if pid == 0 else self.kernel.tasks.get(pid)
+        if task is None or task.exited:
             raise kerr(ENOENT)
-        task = self.kernel.task
-        pages = {"VmPin": task.pinned_vm, "VmLck": task.locked_vm}.get(field)
+        mm = task.mm
+        pages = {"VmPin": mm.pinned_vm, "VmLck": mm.locked_vm}.get(field)
         if pages is None:
             raise BackendError(f"mock: /proc/<pid>/status has no modelled field {field!r}")
         return pages * (PAGE_SIZE // 1024)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from errno import EACCES, EBADF, EINVAL, ENODEV, ENOMEM, ENOTTY, EOVERFLOW
 
 from backends.mock.errors import kerr
@@ -131,6 +132,16 @@ class FdTable:
         del self._files[fd]
         file.put()
 
+    def dup(self) -> FdTable:
+        """dup_fd() at fork: a new table with the same open files (one more reference
+        each)."""
+        table = FdTable()
+        for fd, file in self._files.items():
+            if file is not None:
+                file.get()
+                table._files[fd] = file
+        return table
+
     def fds(self) -> list[int]:
         """Every open descriptor."""
         return sorted(fd for fd, f in self._files.items() if f is not None)
@@ -147,11 +158,12 @@ class MemfdFile(File):
     max_size = (1 << 63) - 1
     """MAX_LFS_FILESIZE: a memfd is a regular file."""
 
-    def __init__(self, memfile: MemFile, mm: Mm, *, writable: bool = True,
-                 shmem: bool = True) -> None:
+    def __init__(self, memfile: MemFile, current_mm: Callable[[], Mm], *,
+                 writable: bool = True, shmem: bool = True) -> None:
         super().__init__()
         self.memfile = memfile
-        self.mm = mm
+        self.current_mm = current_mm
+        """The mm of the task calling mmap (an fd may be shared across a fork)."""
         self.pos = 0
         self.writable = writable
         self.shmem = shmem
@@ -199,5 +211,5 @@ class MemfdFile(File):
             raise kerr(EINVAL)
         if shared and prot & PROT_WRITE and not self.writable:
             raise kerr(EACCES)
-        return self.mm.mmap(length, prot=prot, shared=shared, obj=self.memfile,
-                            pgoff=offset // PAGE_SIZE)
+        return self.current_mm().mmap(length, prot=prot, shared=shared, obj=self.memfile,
+                                      pgoff=offset // PAGE_SIZE)

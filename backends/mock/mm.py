@@ -99,6 +99,8 @@ class MemObject:
         self.phys = phys
         self.hugepage = hugepage
         self.pages: dict[int, PhysPage] = {}
+        self.nvmas = 0
+        """How many mappings (in any mm) map this object."""
 
     @property
     def is_file(self) -> bool:
@@ -122,6 +124,13 @@ class MemObject:
                 page = self.phys.alloc()
                 self.pages[index] = page
         return page
+
+    def copy(self) -> MemObject:
+        """A private copy with the contents of every page present (fork)."""
+        twin = MemObject(self.phys, hugepage=self.hugepage)
+        for index in sorted(self.pages):
+            twin.page(index).copy_from(self.pages[index])
+        return twin
 
     def drop(self, first: int, last: int) -> None:
         """Free the pages ``[first, last]`` (their pins keep the PhysPage alive)."""
@@ -196,6 +205,45 @@ class Mm:
         self._vmas: list[Vma] = []
         self._top = MMAP_TOP
         self._last: Vma | None = None
+        self.pinned_vm = 0
+        """mm->pinned_vm, in pages (VmPin)."""
+        self.locked_vm = 0
+        """mm->locked_vm, in pages (VmLck)."""
+        self.alive = True
+        """mm_users > 0: False once the owning task exited (mmget_not_zero fails)."""
+
+    # -- fork and exit ------------------------------------------------------
+    def fork(self) -> Mm:
+        """dup_mm(): the same mappings at the same addresses. Shared mappings share
+        their pages; private ones get copies of the pages present now (the kernel
+        copies on write, and at once for pages pinned for DMA; a copy now reads the
+        same), and the counters start at zero."""
+        child = Mm(self.phys)
+        child._top = self._top
+        copies: dict[int, MemObject] = {}  # VMAs split from one mapping share a copy
+        for vma in self._vmas:
+            obj = vma.obj
+            cow: dict[int, PhysPage] | None = None
+            if vma.cow is not None:
+                cow = {}
+                for index, page in vma.cow.items():
+                    copy = self.phys.alloc()
+                    copy.copy_from(page)
+                    cow[index] = copy
+            elif not vma.shared and not obj.is_file:
+                twin = copies.get(id(obj))
+                if twin is None:
+                    twin = copies[id(obj)] = obj.copy()
+                obj = twin
+            child._insert(Vma(vma.start, vma.end, vma.prot, vma.shared, obj, vma.pgoff,
+                              cow))
+        return child
+
+    def exit(self) -> None:
+        """exit_mmap(): every mapping goes; pinned pages live on in their pinners."""
+        for start, end in self.vmas():
+            self.munmap(start, end - start)
+        self.alive = False
 
     # -- mappings ---------------------------------------------------------
     def _place(self, length: int, align: int) -> int:
@@ -206,6 +254,7 @@ class Mm:
         return addr
 
     def _insert(self, vma: Vma) -> None:
+        vma.obj.nvmas += 1
         i = bisect_right(self._starts, vma.start)
         self._starts.insert(i, vma.start)
         self._vmas.insert(i, vma)
@@ -250,11 +299,9 @@ class Mm:
                 raise kerr(EINVAL)  # hugetlb mappings unmap in whole huge pages
             del self._vmas[i]
             del self._starts[i]
+            vma.obj.nvmas -= 1
             cut_start = max(vma.start, addr)
             cut_end = min(vma.end, end)
-            if not vma.obj.is_file:
-                # Anonymous pages of the unmapped part are gone for good.
-                vma.obj.drop(vma.index_of(cut_start), vma.index_of(cut_end - 1))
             if vma.start < cut_start:
                 self._insert(Vma(vma.start, cut_start, vma.prot, vma.shared, vma.obj,
                                  vma.pgoff, vma.cow))
@@ -263,6 +310,13 @@ class Mm:
                 self._insert(Vma(cut_end, vma.end, vma.prot, vma.shared, vma.obj,
                                  vma.index_of(cut_end), vma.cow))
                 i += 1
+            if not vma.obj.is_file:
+                # Anonymous pages of the unmapped part are gone for good, unless
+                # they are shared and another mapping (a forked mm's) still has them.
+                if not vma.shared:
+                    vma.obj.drop(vma.index_of(cut_start), vma.index_of(cut_end - 1))
+                elif not vma.obj.nvmas and vma.obj.pages:
+                    vma.obj.drop(min(vma.obj.pages), max(vma.obj.pages))
 
     def find_vma(self, addr: int) -> Vma | None:
         """The mapping containing ``addr``."""
