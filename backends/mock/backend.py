@@ -55,6 +55,7 @@ class MockBackend(Backend):
         Features.MEMFD,
         Features.HUGEPAGES,
         Features.CAP_SYS_RESOURCE,
+        Features.DMABUF,
     })
     page_size = PAGE_SIZE
     hugepage_size = HPAGE_SIZE

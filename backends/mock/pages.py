@@ -34,6 +34,8 @@ from backends.mock.interval_tree import U64_MAX
 from backends.mock.mm import PAGE_SHIFT, PAGE_SIZE, PhysPage
 
 if TYPE_CHECKING:
+    from backends.mock.dmabuf import DmaBufFile
+    from backends.mock.io_pagetable import IoptArea
     from backends.mock.kernel import Kernel
     from backends.mock.mm import Mm
     from backends.mock.task import Task, UserStruct
@@ -72,6 +74,9 @@ class IoptPages:
         "acc_cover",
         "accesses",
         "account_mode",
+        "dmabuf",
+        "dmabuf_areas",
+        "dmabuf_revoked",
         "dom_cover",
         "file",
         "kernel",
@@ -114,6 +119,10 @@ class IoptPages:
         self.dom_cover: dict[int, int] = {}
         self.acc_cover: dict[int, int] = {}
         self.accesses: list[IoptPagesAccess] = []
+        self.dmabuf: DmaBufFile | None = None
+        self.dmabuf_revoked = False
+        self.dmabuf_areas: list[IoptArea] = []
+        """Areas that map these dma-buf pages (stale ones have left their table)."""
 
     @classmethod
     def alloc_user(cls, kernel: Kernel, uptr: int, length: int,
@@ -138,6 +147,43 @@ class IoptPages:
         pages.type = IOPT_ADDRESS_FILE
         return pages
 
+    @classmethod
+    def alloc_dmabuf(cls, kernel: Kernel, dmabuf: DmaBufFile, start_byte: int, start: int,
+                     length: int, writable: bool) -> IoptPages:
+        """iopt_alloc_dmabuf_pages(): the dma-buf's physical range from byte
+        ``start``; nothing is pinned or accounted. EINVAL past the dma-buf's end,
+        ENODEV if the exporter revoked it."""
+        if dmabuf.size <= start + length - 1:
+            raise kerr(EINVAL)
+        pages = cls(kernel, start_byte, length, writable)
+        pages.account_mode = ACCOUNT_NONE
+        pages.type = IOPT_ADDRESS_DMABUF
+        pages.start = start - start_byte
+        try:
+            memory = dmabuf.attach(pages)
+        except OSError:
+            pages.put()
+            raise
+        pages.dmabuf = dmabuf
+        first = pages.start // PAGE_SIZE
+        # Always read from the exporter's memory: every index is resident, unpinned.
+        pages.pinned = {index: memory[first + index] for index in range(pages.npages)}
+        return pages
+
+    def dmabuf_revoke_notify(self) -> None:
+        """iopt_revoke_notify(): unmap every area of these pages from the domains it
+        is mapped into; from then on the pages have no memory."""
+        if self.dmabuf_revoked:
+            return
+        for area in self.dmabuf_areas:
+            iopt = area.iopt
+            if area.pages is not self or iopt is None or area.storage_domain is None:
+                continue
+            for domain in iopt.domains:
+                iopt.domain_unmap_area(domain, area, self)
+        self.dmabuf_revoked = True
+        self.pinned = {}
+
     # -- lifetime ---------------------------------------------------------
     def get(self) -> None:
         """kref_get()."""
@@ -155,6 +201,9 @@ class IoptPages:
         if self.file is not None:
             self.file.put()
             self.file = None
+        if self.dmabuf is not None:
+            self.dmabuf.detach(self)
+            self.dmabuf = None
 
     # -- pinning (the pfn_reader) -------------------------------------------
     def start_addr(self) -> int:
@@ -242,6 +291,8 @@ class IoptPages:
         kernel = self.kernel
         if kernel.should_fail(TEMP_KMALLOC):  # batch_init()
             raise kerr(ENOMEM)
+        if self.type == IOPT_ADDRESS_DMABUF:
+            return []  # read from the exporter's memory, never pinned
         runs = self._unpinned_runs(first, last)
         if not runs:
             return []
@@ -279,7 +330,8 @@ class IoptPages:
                 del which[index]
                 if index not in other:
                     dead.append(index)
-        self.unpin(dead)
+        if self.type != IOPT_ADDRESS_DMABUF:
+            self.unpin(dead)
 
     # -- accounting -------------------------------------------------------
     def update_pinned(self, npages: int, inc: bool) -> None:

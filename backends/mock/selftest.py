@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import uapi_headers as u
 from backends.mock import access as acc
-from backends.mock import mock_driver
+from backends.mock import dmabuf, mock_driver
 from backends.mock.device import (
     IommufdDevice,
     iommufd_device_attach,
@@ -541,9 +541,16 @@ def _test_pasid_op(ucmd: Ucmd) -> int:
     return 0
 
 
-def _test_unsupported(ucmd: Ucmd) -> int:
-    """DMABUF_GET / DMABUF_REVOKE: the test dma-buf exporter comes later."""
-    raise kerr(EOPNOTSUPP)
+def _test_dmabuf_get(ucmd: Ucmd) -> int:
+    """IOMMU_TEST_OP_DMABUF_GET: returns the new dma-buf's fd."""
+    get = ucmd.cmd.dmabuf_get
+    return dmabuf.dmabuf_get(ucmd, int(get.open_flags), int(get.length))
+
+
+def _test_dmabuf_revoke(ucmd: Ucmd) -> int:
+    """IOMMU_TEST_OP_DMABUF_REVOKE."""
+    revoke = ucmd.cmd.dmabuf_revoke
+    return dmabuf.dmabuf_revoke(ucmd, int(revoke.dmabuf_fd), bool(revoke.revoked))
 
 
 _OPS: dict[int, Callable[[Ucmd], int]] = {
@@ -568,8 +575,8 @@ _OPS: dict[int, Callable[[Ucmd], int]] = {
     u.IOMMU_TEST_OP_PASID_REPLACE: _test_pasid_op,
     u.IOMMU_TEST_OP_PASID_DETACH: _test_pasid_op,
     u.IOMMU_TEST_OP_PASID_CHECK_HWPT: _test_pasid_op,
-    u.IOMMU_TEST_OP_DMABUF_GET: _test_unsupported,
-    u.IOMMU_TEST_OP_DMABUF_REVOKE: _test_unsupported,
+    u.IOMMU_TEST_OP_DMABUF_GET: _test_dmabuf_get,
+    u.IOMMU_TEST_OP_DMABUF_REVOKE: _test_dmabuf_revoke,
 }
 
 

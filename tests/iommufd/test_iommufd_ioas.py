@@ -598,7 +598,7 @@ def test_copy_sweep(self: IoasFixture) -> None:
 
 
 @pytest.mark.requires(Features.SELFTEST, Features.DMABUF,
-                      reason="the mock models no dma-buf exporter yet")
+                      reason="needs the selftest's dma-buf exporter")
 def test_dmabuf_simple(self: IoasFixture) -> None:
     buf_size = 4 * self.page_size
     dfd = dmabuf_get(self.fd, buf_size)
@@ -613,7 +613,7 @@ def test_dmabuf_simple(self: IoasFixture) -> None:
 
 
 @pytest.mark.requires(Features.SELFTEST, Features.DMABUF,
-                      reason="the mock models no dma-buf exporter yet")
+                      reason="needs the selftest's dma-buf exporter")
 def test_dmabuf_revoke(self: IoasFixture) -> None:
     buf_size = 4 * self.page_size
     dfd = dmabuf_get(self.fd, buf_size)
