@@ -89,7 +89,7 @@ class Features:
     VFIO_COMPAT = "vfio_compat"    # VFIO type1 compat ioctls on the iommufd fd
     INTEL_VTD = "intel_vtd"        # a real or emulated VT-d
     SMMUV3 = "smmuv3"              # a real or emulated SMMUv3
-    HUGEPAGES = "hugepages"        # THP / hugetlb backed user memory
+    HUGEPAGES = "hugepages"        # hugetlb (MAP_HUGETLB) backed user memory
     FORK = "fork"                  # scenarios that fork a child process
     MM_EXIT = "mm_exit"            # scenarios that need another process's mm to exit
     MEMFD = "memfd"                # memfd_create-backed memory
@@ -106,7 +106,8 @@ class Backend(abc.ABC):
     features: frozenset[str] = frozenset()
     #: the user page size of the backend's memory
     page_size: int = 4096
-    #: the THP huge page size (hpage_pmd_size) of the backend's memory
+    #: the huge page size of the backend's memory (the kernel tests' HUGEPAGE_SIZE:
+    #: hpage_pmd_size, also the default hugetlb size on x86_64 and 4K-page arm64)
     hugepage_size: int = 2 * 1024 * 1024
 
     # -- lifecycle -------------------------------------------------------
@@ -163,12 +164,15 @@ class Backend(abc.ABC):
     # -- user memory -----------------------------------------------------
     @abc.abstractmethod
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
-              hugepage: bool = False) -> int:
+              hugetlb: bool = False) -> int:
         """Anonymous user memory (zeroed); returns its address in the backend.
 
         ``align`` defaults to the page size; ``shared`` selects MAP_SHARED
-        (the kernel's tests use shared anonymous memory); ``hugepage`` asks for
-        THP backing (MADV_HUGEPAGE) where the backend has it.
+        (the kernel's tests use shared anonymous memory); ``hugetlb`` maps it as the
+        kernel's tests do their huge pages, ``MAP_HUGETLB | MAP_POPULATE``: backed by
+        huge pages of the default hugetlb size from the reserved pool
+        (``vm.nr_hugepages``), ENOMEM when the pool is short, ``length`` a multiple
+        of the huge page size.
         """
 
     @abc.abstractmethod

@@ -207,12 +207,13 @@ class MockBackend(Backend):
 
     # -- user memory -----------------------------------------------------
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
-              hugepage: bool = False) -> int:
-        """Anonymous zeroed memory; ``hugepage`` gives 2 MiB compound pages."""
+              hugetlb: bool = False) -> int:
+        """Anonymous zeroed memory; ``hugetlb`` gives 2 MiB compound pages
+        (MAP_HUGETLB; the model's pool never runs short)."""
         length = size_arg("alloc", "length", length)
         align = size_arg("alloc", "align", align)
         return self.kernel.mm.mmap_anon(length, shared=shared, align=align or PAGE_SIZE,
-                                        hugepage=hugepage)
+                                        hugetlb=hugetlb)
 
     def peek(self, addr: int, length: int) -> bytes:
         """Read user memory; OSError(EFAULT) where nothing readable is mapped."""

@@ -8,7 +8,7 @@ bytes only once something wrote to it; reading an untouched page gives zeros.
 Backing objects follow the kernel's split:
 
 - anonymous memory (shared -> one shmem-like object per mapping, private -> the
-  mapping's own pages); ``hugepage`` backs it with compound 2 MiB pages (MAP_HUGETLB);
+  mapping's own pages); ``hugetlb`` backs it with compound 2 MiB pages (MAP_HUGETLB);
 - memfd files (:class:`MemFile`): pages are the page cache, shared by every mapping of
   the same file offset; ``ftruncate`` drops the pages past the new size;
 - MAP_PRIVATE of a file: reads see the page cache until the first write (or a
@@ -95,9 +95,9 @@ class PhysMem:
 class MemObject:
     """What a mapping's pages come from: anonymous memory or a memfd's page cache."""
 
-    def __init__(self, phys: PhysMem, *, hugepage: bool = False) -> None:
+    def __init__(self, phys: PhysMem, *, hugetlb: bool = False) -> None:
         self.phys = phys
-        self.hugepage = hugepage
+        self.hugetlb = hugetlb
         self.pages: dict[int, PhysPage] = {}
         self.nvmas = 0
         """How many mappings (in any mm) map this object."""
@@ -115,7 +115,7 @@ class MemObject:
         """The page at ``index``, allocated on first use."""
         page = self.pages.get(index)
         if page is None:
-            if self.hugepage:
+            if self.hugetlb:
                 base = index & ~(HPAGE_NR - 1)
                 for i, huge in enumerate(self.phys.alloc_huge()):
                     self.pages.setdefault(base + i, huge)
@@ -127,7 +127,7 @@ class MemObject:
 
     def copy(self) -> MemObject:
         """A private copy with the contents of every page present (fork)."""
-        twin = MemObject(self.phys, hugepage=self.hugepage)
+        twin = MemObject(self.phys, hugetlb=self.hugetlb)
         for index in sorted(self.pages):
             twin.page(index).copy_from(self.pages[index])
         return twin
@@ -273,13 +273,14 @@ class Mm:
         return addr
 
     def mmap_anon(self, length: int, *, prot: int = PROT_READ | PROT_WRITE,
-                  shared: bool = True, align: int = PAGE_SIZE, hugepage: bool = False) -> int:
-        """Anonymous zeroed memory (``MAP_ANONYMOUS``, ``MAP_HUGETLB`` with ``hugepage``)."""
-        if hugepage:
+                  shared: bool = True, align: int = PAGE_SIZE, hugetlb: bool = False) -> int:
+        """Anonymous zeroed memory (``MAP_ANONYMOUS``; with ``hugetlb`` it is
+        ``MAP_HUGETLB``: rounded up to and aligned on whole huge pages)."""
+        if hugetlb:
             length = (length + HPAGE_SIZE - 1) & ~(HPAGE_SIZE - 1)
             align = max(align, HPAGE_SIZE)
         return self.mmap(length, prot=prot, shared=shared,
-                         obj=MemObject(self.phys, hugepage=hugepage), align=align)
+                         obj=MemObject(self.phys, hugetlb=hugetlb), align=align)
 
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2): unmap ``[addr, addr+length)``, splitting mappings at the edges."""
@@ -295,7 +296,7 @@ class Mm:
             if vma.end <= addr:
                 i += 1
                 continue
-            if vma.obj.hugepage and (addr | (end - addr)) & (HPAGE_SIZE - 1):
+            if vma.obj.hugetlb and (addr | (end - addr)) & (HPAGE_SIZE - 1):
                 raise kerr(EINVAL)  # hugetlb mappings unmap in whole huge pages
             del self._vmas[i]
             del self._starts[i]

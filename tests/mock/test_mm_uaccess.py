@@ -78,7 +78,7 @@ def test_memfd_truncate_and_shared_pages(be: MockBackend) -> None:
 
 
 def test_hugepage_memory_is_compound_and_aligned(be: MockBackend) -> None:
-    addr = be.alloc(4096, hugepage=True)
+    addr = be.alloc(4096, hugetlb=True)
     assert addr % be.hugepage_size == 0
     pages = be.kernel.mm.get_user_pages(addr, 2)
     assert all(p.compound for p in pages)
