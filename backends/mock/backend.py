@@ -36,6 +36,8 @@ from backends.mock.mm import HPAGE_SIZE, PAGE_SIZE, MemFile, Mm
 from backends.mock.task import Task
 
 _U64 = (1 << 64) - 1
+_PLAIN_CDATA = type(u.ffi.cast("void *", 0))
+"""The type of a cdata that neither owns nor holds memory (a cast, a NULL)."""
 _DEVICES = {"/dev/iommu": False, "/dev/vfio/vfio": True}
 _EXE = "/proc/self/exe"
 _EXE_SIZE = 1024 * 1024
@@ -167,6 +169,8 @@ class MockBackend(Backend):
         caller made) rather than at an address of the model's user memory (a backend
         address cast to a struct pointer), so the model never dereferences a host
         pointer that is not one: that address is then read as copy_from_user would."""
+        if type(arg) is not _PLAIN_CDATA:
+            return True  # ffi.new / ffi.from_buffer: memory it owns or holds
         ffi = self.kernel.ffi
         if ctype.item.kind == "void":
             return False
