@@ -33,7 +33,6 @@ class Kernel:
         """The task the running call is made by (a backend sets it on every call)."""
         self.tasks: dict[int, Task] = {FIRST_PID: self.current}
         """Tasks not yet reaped, by pid."""
-        self.fault = FaultInjector()
         self.test_memory_limit = TEMP_MEMORY_LIMIT_DEFAULT
         self.warnings: list[str] = []
         # The mock IOMMU driver instance is created lazily by mock_driver (import cycle).
@@ -44,6 +43,11 @@ class Kernel:
     def task(self) -> Task:
         """``current``."""
         return self.current
+
+    @property
+    def fault(self) -> FaultInjector:
+        """``current``'s fail-nth (/proc/thread-self/fail-nth is per task)."""
+        return self.current.fault
 
     @property
     def mm(self) -> Mm:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.mock.fault import FaultInjector
 from backends.mock.files import FdTable
 from backends.mock.mm import Mm
 from backends.mock.uaccess import UserAccess
@@ -57,6 +58,8 @@ class Task:
     rlimit_memlock: int = 8 * 1024 * 1024
     """RLIMIT_MEMLOCK in bytes (the usual 8 MiB default)."""
     exited: bool = False
+    fault: FaultInjector = field(default_factory=FaultInjector)
+    """fail-nth, which a forked child does not inherit."""
 
     def __post_init__(self) -> None:
         self.uaccess = UserAccess(self.mm, self.ffi)

@@ -66,3 +66,18 @@ def test_parent_shutdown_reaps_its_children(be: MockBackend) -> None:
     assert be.proc_status("VmPin", grandchild.getpid()) == 0
     be.shutdown()
     assert pid not in be.kernel.tasks
+
+
+def test_fail_nth_is_per_task_and_not_inherited(be: MockBackend) -> None:
+    fd = Fd(be)
+    be.fail_nth_write(1)
+    child = be.fork_child()
+    assert child.fail_nth_read() == 0
+    # The child's ioctls do not consume the parent's armed fault ...
+    Fd.on(child, fd.fd).ioas()
+    assert be.fail_nth_read() == 1
+    # ... the parent's own next fault point fires it.
+    assert errno_of(fd.ioas) != 0
+    assert be.fail_nth_read() == 0
+    child.shutdown()
+    fd.close()
