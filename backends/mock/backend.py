@@ -1,9 +1,11 @@
 """MockBackend: the backend contract on the in-Python kernel model.
 
-Files, memory and ioctls all go to one :class:`~backends.mock.kernel.Kernel`: the fd
-table holds iommufd contexts, selftest access fds and memfds; user memory is the
-simulated task's mm; an ioctl's cdata argument is exposed to the model as user memory
-for the duration of the call, exactly the bytes ``ffi.buffer(arg)`` covers.
+Files, memory and ioctls all go to one :class:`~backends.mock.kernel.Kernel`, run as
+this backend's task: the fd table holds iommufd contexts, selftest access fds, memfds
+and dma-bufs; user memory is the task's mm; an ioctl's cdata argument is exposed to
+the model as user memory for the duration of the call, exactly the bytes
+``ffi.buffer(arg)`` covers (a plain pointer cast from an address is that address).
+:meth:`MockBackend.fork_child` gives a backend whose calls run as a forked child task.
 """
 
 from __future__ import annotations
