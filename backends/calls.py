@@ -56,8 +56,8 @@ def apply_links(dst: Any, links: Sequence[Link], outputs: Sequence[Any]) -> None
 
 
 def _alloc(be: Backend, length: int, align: int = 0, shared: bool = True,
-           hugepage: bool = False) -> int:
-    return be.alloc(length, align=align, shared=shared, hugepage=hugepage)
+           hugetlb: bool = False) -> int:
+    return be.alloc(length, align=align, shared=shared, hugetlb=hugetlb)
 
 
 #: op name -> function(backend, *args); positional arguments in the contract's order

@@ -30,6 +30,51 @@ MAP_SHARED = _mmap.MAP_SHARED
 MAP_PRIVATE = _mmap.MAP_PRIVATE
 
 
+_U64_LIMIT = 1 << 64
+_S64_LIMIT = 1 << 63
+_INT_LIMIT = 1 << 31
+
+
+def int_arg(call: str, name: str, value: object) -> int:
+    """An int argument of contract call ``call``; anything else is a TypeError naming
+    it (bool too: it is an int to Python, never what a caller of close() means)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{call}: {name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def fd_arg(call: str, value: object) -> int:
+    """A file descriptor (a C ``int``): a negative one reaches the kernel (EBADF)."""
+    fd = int_arg(call, "fd", value)
+    if not -_INT_LIMIT <= fd < _INT_LIMIT:
+        raise TypeError(f"{call}: fd {fd} does not fit a C int")
+    return fd
+
+
+def size_arg(call: str, name: str, value: object) -> int:
+    """A length or address (``size_t`` / ``unsigned long``): a negative value is no
+    such number, so the kernel could never see it."""
+    size = int_arg(call, name, value)
+    if not 0 <= size < _U64_LIMIT:
+        raise TypeError(f"{call}: {name} must be an int in [0, 2**64), not {size}")
+    return size
+
+
+def offset_arg(call: str, name: str, value: object) -> int:
+    """A file offset (``off_t``, signed): negative values reach the kernel."""
+    offset = int_arg(call, name, value)
+    if not -_S64_LIMIT <= offset < _S64_LIMIT:
+        raise TypeError(f"{call}: {name} {offset} does not fit an off_t")
+    return offset
+
+
+def bytes_arg(call: str, name: str, value: object) -> bytes:
+    """A buffer of bytes (``bytes``, ``bytearray``, ``memoryview``)."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"{call}: {name} must be bytes-like, not {type(value).__name__}")
+    return bytes(value)
+
+
 class BackendError(RuntimeError):
     """The backend itself failed (not an errno of the kernel): a one-line message."""
 
@@ -44,7 +89,7 @@ class Features:
     VFIO_COMPAT = "vfio_compat"    # VFIO type1 compat ioctls on the iommufd fd
     INTEL_VTD = "intel_vtd"        # a real or emulated VT-d
     SMMUV3 = "smmuv3"              # a real or emulated SMMUv3
-    HUGEPAGES = "hugepages"        # THP / hugetlb backed user memory
+    HUGEPAGES = "hugepages"        # hugetlb (MAP_HUGETLB) backed user memory
     FORK = "fork"                  # scenarios that fork a child process
     MM_EXIT = "mm_exit"            # scenarios that need another process's mm to exit
     MEMFD = "memfd"                # memfd_create-backed memory
@@ -61,7 +106,8 @@ class Backend(abc.ABC):
     features: frozenset[str] = frozenset()
     #: the user page size of the backend's memory
     page_size: int = 4096
-    #: the THP huge page size (hpage_pmd_size) of the backend's memory
+    #: the huge page size of the backend's memory (the kernel tests' HUGEPAGE_SIZE:
+    #: hpage_pmd_size, also the default hugetlb size on x86_64 and 4K-page arm64)
     hugepage_size: int = 2 * 1024 * 1024
 
     # -- lifecycle -------------------------------------------------------
@@ -118,12 +164,15 @@ class Backend(abc.ABC):
     # -- user memory -----------------------------------------------------
     @abc.abstractmethod
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
-              hugepage: bool = False) -> int:
+              hugetlb: bool = False) -> int:
         """Anonymous user memory (zeroed); returns its address in the backend.
 
         ``align`` defaults to the page size; ``shared`` selects MAP_SHARED
-        (the kernel's tests use shared anonymous memory); ``hugepage`` asks for
-        THP backing (MADV_HUGEPAGE) where the backend has it.
+        (the kernel's tests use shared anonymous memory); ``hugetlb`` maps it as the
+        kernel's tests do their huge pages, ``MAP_HUGETLB | MAP_POPULATE``: backed by
+        huge pages of the default hugetlb size from the reserved pool
+        (``vm.nr_hugepages``), ENOMEM when the pool is short, ``length`` a multiple
+        of the huge page size.
         """
 
     @abc.abstractmethod
@@ -189,6 +238,14 @@ class Backend(abc.ABC):
         """Raise a capability dropped by :meth:`drop_capability` back into the
         effective set (the kernel's tests never need to: each runs in its own fork)."""
         raise BackendError(f"{self.spec}: has no capabilities to restore")
+
+    # -- kernel health ---------------------------------------------------
+    def take_splats(self) -> list[str]:
+        """The kernel WARN splats (one line each) since the previous call, oldest first;
+        a WARN is a kernel bug, so the caller fails whatever caused it. Backends that
+        report splats another way (the qemu backend fails the running call) have none
+        left to give here."""
+        return []
 
     # -- helpers every backend shares ------------------------------------
     def has(self, *features: str) -> bool:

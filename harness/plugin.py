@@ -273,6 +273,21 @@ def _iommufd_case(request: pytest.FixtureRequest) -> None:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
 
 
+@pytest.fixture(autouse=True)
+def _kernel_splats(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A kernel WARN during a case, its teardown included, fails the case with the
+    splat, as a WARN in the kernel's own run would taint it."""
+    if "backend" not in request.fixturenames:
+        yield
+        return
+    active: Backend = request.getfixturevalue("backend")
+    active.take_splats()  # what came before this case is not its doing
+    yield
+    splats = active.take_splats()
+    if splats:
+        pytest.fail("kernel splat during the case: " + "; ".join(splats), pytrace=False)
+
+
 # -- KTAP ------------------------------------------------------------------
 
 def _reason(report: pytest.TestReport) -> str:

@@ -150,10 +150,10 @@ class KernelBackend(Backend):
 
     # -- user memory -----------------------------------------------------
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
-              hugepage: bool = False) -> int:
+              hugetlb: bool = False) -> int:
         """Anonymous zeroed memory aligned to ``align`` (default: the page size)."""
         addr, mapped = map_anonymous(length, align=align, page_size=self.page_size,
-                                     shared=shared, hugepage=hugepage)
+                                     shared=shared, hugetlb=hugetlb)
         self._maps.add(addr, mapped)
         return addr
 

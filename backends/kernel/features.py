@@ -65,13 +65,17 @@ def iommu_names(root: str = SYSFS_IOMMU) -> list[str]:
         return []
 
 
-def thp_enabled() -> bool:
-    """Transparent huge pages are not set to [never]."""
+def hugetlb_pool() -> int:
+    """How many huge pages of the default size are reserved (HugePages_Total), the
+    pool MAP_HUGETLB maps from."""
     try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            return "[never]" not in f.read()
-    except OSError:
-        return False
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("HugePages_Total:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def hugepage_size(default: int = 2 * 1024 * 1024) -> int:
@@ -116,7 +120,7 @@ def host_features() -> set[str]:
         found.add(Features.INTEL_VTD)
     if any(_SMMUV3_NAME.match(n) for n in names):
         found.add(Features.SMMUV3)
-    if thp_enabled():
+    if hugetlb_pool():
         found.add(Features.HUGEPAGES)
     if memfd_works():
         found.add(Features.MEMFD)

@@ -89,13 +89,20 @@ def _efault() -> OSError:
     return OSError(errno.EFAULT, os.strerror(errno.EFAULT))
 
 
+MAP_HUGETLB = 0x40000
+"""<asm-generic/mman-common.h> (the same value on x86_64 and arm64)."""
+MAP_POPULATE = 0x8000
+
+
 def map_anonymous(length: int, *, align: int, page_size: int, shared: bool,
-                  hugepage: bool) -> tuple[int, int]:
+                  hugetlb: bool) -> tuple[int, int]:
     """An anonymous RW mapping of ``length`` (rounded up to pages) at an
     ``align``-aligned address; returns (address, mapped length).
 
     mmap only guarantees page alignment, so map ``align`` extra bytes and
-    unmap the unaligned head and the tail.
+    unmap the unaligned head and the tail. ``hugetlb`` maps as the kernel's
+    tests do, ``MAP_HUGETLB | MAP_POPULATE``: the kernel places it on a huge page
+    boundary itself and fails it (ENOMEM) when the reserved pool is short.
     """
     length = max(page_size, -(-length // page_size) * page_size)
     align = max(align, page_size)
@@ -103,6 +110,12 @@ def map_anonymous(length: int, *, align: int, page_size: int, shared: bool,
         raise OSError(errno.EINVAL, f"alignment {align:#x} is not a power of two")
     flags = (_mmap.MAP_SHARED if shared else _mmap.MAP_PRIVATE) | _mmap.MAP_ANONYMOUS
     prot = _mmap.PROT_READ | _mmap.PROT_WRITE
+    if hugetlb:
+        start = libc.mmap(length, prot, flags | MAP_HUGETLB | MAP_POPULATE)
+        if start & (align - 1):
+            libc.munmap(start, length)
+            raise OSError(errno.EINVAL, f"alignment {align:#x} is above the huge page size")
+        return start, length
     extra = align - page_size
     raw = libc.mmap(length + extra, prot, flags)
     start = (raw + align - 1) & ~(align - 1)
@@ -111,6 +124,4 @@ def map_anonymous(length: int, *, align: int, page_size: int, shared: bool,
     tail = raw + length + extra - (start + length)
     if tail:
         libc.munmap(start + length, tail)
-    if hugepage:
-        libc.madvise(start, length, libc.MADV_HUGEPAGE)
     return start, length

@@ -76,6 +76,8 @@ def iommufd_access_destroy(access: IommufdAccess) -> None:
 def iommufd_access_change_ioas(access: IommufdAccess, new_ioas: IommufdIoas | None) -> None:
     """iommufd_access_change_ioas(): move the access (None detaches); the old IOAS's
     pins are released through the unmap op first."""
+    # Saved first: adding the access to the new IOAS gives it a new list ID.
+    iopt_access_list_id = access.iopt_access_list_id
     cur_ioas = access.ioas
     if cur_ioas is not access.ioas_unpin:
         raise kerr(EBUSY)
@@ -92,7 +94,7 @@ def iommufd_access_change_ioas(access: IommufdAccess, new_ioas: IommufdIoas | No
     if cur_ioas is not None:
         if access.ops.unmap is not None:
             access.ops.unmap(access.data, 0, U64_MAX)
-        cur_ioas.iopt.remove_access(access, access.iopt_access_list_id)
+        cur_ioas.iopt.remove_access(access, iopt_access_list_id)
         cur_ioas.users -= 1
     access.ioas = new_ioas
     access.ioas_unpin = new_ioas

@@ -1,15 +1,18 @@
 """MockBackend: the backend contract on the in-Python kernel model.
 
-Files, memory and ioctls all go to one :class:`~backends.mock.kernel.Kernel`: the fd
-table holds iommufd contexts, selftest access fds and memfds; user memory is the
-simulated task's mm; an ioctl's cdata argument is exposed to the model as user memory
-for the duration of the call, exactly the bytes ``ffi.buffer(arg)`` covers.
+Files, memory and ioctls all go to one :class:`~backends.mock.kernel.Kernel`, run as
+this backend's task: the fd table holds iommufd contexts, selftest access fds, memfds
+and dma-bufs; user memory is the task's mm; an ioctl's cdata argument is exposed to
+the model as user memory for the duration of the call, exactly the bytes
+``ffi.buffer(arg)`` covers (a plain pointer cast from an address is that address).
+:meth:`MockBackend.fork_child` gives a backend whose calls run as a forked child task.
 """
 
 from __future__ import annotations
 
 import os
 from errno import EINVAL, ENOENT
+from typing import Any
 
 import uapi_headers as u
 from backends.contract import (
@@ -20,15 +23,23 @@ from backends.contract import (
     BackendError,
     Features,
     IoctlArg,
+    bytes_arg,
+    fd_arg,
+    int_arg,
+    offset_arg,
+    size_arg,
 )
+from backends.kernel.memory import ProcessMemory
 from backends.mock.errors import kerr
-from backends.mock.files import MemfdFile
+from backends.mock.files import MemfdFile, do_mmap_checks
 from backends.mock.kernel import Kernel
 from backends.mock.main import iommufd_fops_open
-from backends.mock.mm import HPAGE_SIZE, PAGE_SIZE, MemFile
+from backends.mock.mm import HPAGE_SIZE, PAGE_SIZE, MemFile, Mm
+from backends.mock.task import Task
 
 _U64 = (1 << 64) - 1
-MOCK_PID = 4242
+_PLAIN_CDATA = type(u.ffi.cast("void *", 0))
+"""The type of a cdata that neither owns nor holds memory (a cast, a NULL)."""
 _DEVICES = {"/dev/iommu": False, "/dev/vfio/vfio": True}
 _EXE = "/proc/self/exe"
 _EXE_SIZE = 1024 * 1024
@@ -41,30 +52,66 @@ class MockBackend(Backend):
     spec = "mock"
     features = frozenset({
         Features.SELFTEST,
+        Features.FORK,
+        Features.MM_EXIT,
         Features.FAIL_NTH,
         Features.VFIO_COMPAT,
         Features.MEMFD,
         Features.HUGEPAGES,
         Features.CAP_SYS_RESOURCE,
+        Features.DMABUF,
     })
     page_size = PAGE_SIZE
     hugepage_size = HPAGE_SIZE
 
     def __init__(self) -> None:
-        self.kernel = Kernel(u.ffi)
+        self._kernel = Kernel(u.ffi)
+        self._task = self._kernel.current
+        self._children: list[MockBackend] = []
+        self._forked_child = False
         self._closed = False
+        self._splats_taken = 0
+        self._host_mem = ProcessMemory()
+
+    @classmethod
+    def _forked(cls, parent: MockBackend, task: Task) -> MockBackend:
+        child = cls.__new__(cls)
+        child._kernel = parent._kernel
+        child._task = task
+        child._children = []
+        child._forked_child = True
+        child._closed = False
+        child._splats_taken = parent._splats_taken
+        child._host_mem = ProcessMemory()
+        return child
+
+    @property
+    def kernel(self) -> Kernel:
+        """The model, with this backend's task as ``current``: every call of this
+        backend goes through here, so the model runs it as that task."""
+        kernel = self._kernel
+        kernel.current = self._task
+        return kernel
 
     # -- lifecycle -------------------------------------------------------
     def shutdown(self) -> None:
-        """Close every fd (destroying every context). Idempotent."""
+        """Close every fd (destroying every context); a forked child exits and is
+        reaped, its children first. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        for fd in self.kernel.files.fds():
-            try:
-                self.kernel.files.close(fd)
-            except OSError:
-                pass
+        for child in self._children:
+            child.shutdown()
+        kernel = self.kernel
+        if self._forked_child:
+            kernel.reap(self._task)
+        else:
+            for fd in kernel.files.fds():
+                try:
+                    kernel.files.close(fd)
+                except OSError:
+                    pass
+        self._host_mem.close()
 
     def describe(self) -> str:
         """One line for reports."""
@@ -74,9 +121,12 @@ class MockBackend(Backend):
     def open(self, path: str, flags: int = os.O_RDWR) -> int:
         """open("/dev/iommu") gives a new iommufd context (/dev/vfio/vfio: VFIO-style
         accounting); "/proc/self/exe" a read-only file; other paths do not exist."""
+        if not isinstance(path, str):
+            raise TypeError(f"open: path must be a str, not {type(path).__name__}")
+        int_arg("open", "flags", flags)
         if path == _EXE:
             return self.kernel.files.install(
-                MemfdFile(self._exe(), self.kernel.mm, writable=False, shmem=False))
+                MemfdFile(self._exe(), self._current_mm, writable=False, shmem=False))
         if path not in _DEVICES:
             raise kerr(ENOENT)
         return self.kernel.files.install(
@@ -92,21 +142,22 @@ class MockBackend(Backend):
 
     def close(self, fd: int) -> None:
         """close(2): closing an iommufd destroys all its objects (once no access holds it)."""
-        self.kernel.files.close(fd)
+        self.kernel.files.close(fd_arg("close", fd))
 
     def ioctl(self, fd: int, request: int, arg: IoctlArg = None) -> int:
         """ioctl(2): a cdata ``arg`` is user memory for the call; an int is passed as is
         (a value for value ioctls, an address in this backend's memory otherwise)."""
         kernel = self.kernel
-        file = kernel.files.lookup(fd)
+        file = kernel.files.lookup(fd_arg("ioctl", fd))
+        size_arg("ioctl", "request", request)
         if arg is None:
             return file.ioctl(request, 0)
         if isinstance(arg, int):
             return file.ioctl(request, arg & _U64)
         ffi = kernel.ffi
         ctype = ffi.typeof(arg)
-        if arg == ffi.NULL or (ctype.kind == "pointer" and ctype.item.kind == "void"):
-            # A NULL or untyped pointer: its value is the address the kernel sees.
+        if ctype.kind == "pointer" and not self._host_buffer(arg, ctype):
+            # Its value is the address the kernel sees, in this backend's memory.
             return file.ioctl(request, int(ffi.cast("uintptr_t", arg)) & _U64)
         uaccess = kernel.uaccess
         addr = uaccess.map_arg(arg)
@@ -115,47 +166,82 @@ class MockBackend(Backend):
         finally:
             uaccess.unmap_arg()
 
+    def _host_buffer(self, arg: IoctlArg, ctype: Any) -> bool:
+        """Whether a typed pointer points at this process's memory (a cdata buffer the
+        caller made) rather than at an address of the model's user memory (a backend
+        address cast to a struct pointer), so the model never dereferences a host
+        pointer that is not one: that address is then read as copy_from_user would."""
+        if type(arg) is not _PLAIN_CDATA:
+            return True  # ffi.new / ffi.from_buffer: memory it owns or holds
+        ffi = self.kernel.ffi
+        if ctype.item.kind == "void":
+            return False
+        addr = int(ffi.cast("uintptr_t", arg))
+        if addr == 0 or self.kernel.mm.find_vma(addr) is not None:
+            return False
+        try:
+            self._host_mem.peek(addr, len(ffi.buffer(arg)))
+        except OSError:
+            return False
+        return True
+
     def read(self, fd: int, length: int) -> bytes:
         """read(2)."""
-        return self.kernel.files.lookup(fd).read(length)
+        file = self.kernel.files.lookup(fd_arg("read", fd))
+        return file.read(size_arg("read", "length", length))
 
     def write(self, fd: int, data: bytes) -> int:
         """write(2)."""
-        return self.kernel.files.lookup(fd).write(data)
+        file = self.kernel.files.lookup(fd_arg("write", fd))
+        return file.write(bytes_arg("write", "data", data))
 
     def mmap(self, fd: int, length: int, offset: int = 0,
              prot: int = PROT_READ | PROT_WRITE, flags: int = MAP_SHARED) -> int:
         """mmap(2) of a memfd (shared or private) or of the iommufd fd."""
-        return self.kernel.files.lookup(fd).mmap(length, offset, prot, bool(flags & MAP_SHARED))
+        file = self.kernel.files.lookup(fd_arg("mmap", fd))
+        length = size_arg("mmap", "length", length)
+        offset = offset_arg("mmap", "offset", offset)
+        int_arg("mmap", "prot", prot)
+        int_arg("mmap", "flags", flags)
+        do_mmap_checks(file, length, offset)
+        return file.mmap(length, offset, prot, bool(flags & MAP_SHARED))
 
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2); later pins of the range fault (EFAULT)."""
-        self.kernel.mm.munmap(addr, length)
+        self.kernel.mm.munmap(size_arg("munmap", "addr", addr),
+                              size_arg("munmap", "length", length))
 
     # -- user memory -----------------------------------------------------
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
-              hugepage: bool = False) -> int:
-        """Anonymous zeroed memory; ``hugepage`` gives 2 MiB compound pages."""
+              hugetlb: bool = False) -> int:
+        """Anonymous zeroed memory; ``hugetlb`` gives 2 MiB compound pages
+        (MAP_HUGETLB; the model's pool never runs short)."""
+        length = size_arg("alloc", "length", length)
+        align = size_arg("alloc", "align", align)
         return self.kernel.mm.mmap_anon(length, shared=shared, align=align or PAGE_SIZE,
-                                        hugepage=hugepage)
+                                        hugetlb=hugetlb)
 
     def peek(self, addr: int, length: int) -> bytes:
         """Read user memory; OSError(EFAULT) where nothing readable is mapped."""
-        return self.kernel.mm.read(addr, length)
+        return self.kernel.mm.read(size_arg("peek", "addr", addr),
+                                   size_arg("peek", "length", length))
 
     def poke(self, addr: int, data: bytes) -> None:
         """Write user memory; OSError(EFAULT) where nothing writable is mapped."""
-        self.kernel.mm.write(addr, data)
+        self.kernel.mm.write(size_arg("poke", "addr", addr), bytes_arg("poke", "data", data))
 
     def memfd_create(self, name: str) -> int:
         """memfd_create(2): an empty shared-memory file."""
+        if not isinstance(name, str):
+            raise TypeError(f"memfd_create: name must be a str, not {type(name).__name__}")
         memfile = MemFile(self.kernel.phys, 0, name)
-        fd: int = self.kernel.files.install(MemfdFile(memfile, self.kernel.mm))
+        fd: int = self.kernel.files.install(MemfdFile(memfile, self._current_mm))
         return fd
 
     def ftruncate(self, fd: int, length: int) -> None:
         """ftruncate(2) of a memfd (EINVAL for other files)."""
-        file = self.kernel.files.lookup(fd)
+        file = self.kernel.files.lookup(fd_arg("ftruncate", fd))
+        length = offset_arg("ftruncate", "length", length)
         if not isinstance(file, MemfdFile):
             raise kerr(EINVAL)
         file.memfile.truncate(length)
@@ -163,24 +249,37 @@ class MockBackend(Backend):
     # -- fault injection -------------------------------------------------
     def fail_nth_write(self, n: int) -> None:
         """Arm the N-th following fault point of the model (0 disarms)."""
-        self.kernel.fault.write(n)
+        self.kernel.fault.write(int_arg("fail_nth_write", "n", n))
 
     def fail_nth_read(self) -> int:
         """0 once the armed fault fired, else the remaining count."""
         return self.kernel.fault.read()
 
-    # -- model introspection (not part of the contract) --------------------
+    def _current_mm(self) -> Mm:
+        return self._kernel.mm
+
+    # -- processes -------------------------------------------------------
+    def fork_child(self) -> MockBackend:
+        """fork(2): a backend whose calls run as a child task, with a copy of this
+        task's fds and mm; its ``shutdown()`` is the child's exit and reaping."""
+        if self._closed:
+            raise BackendError("mock: fork of a task that has exited")
+        child = MockBackend._forked(self, self.kernel.fork())
+        self._children.append(child)
+        return child
+
     def getpid(self) -> int:
-        """The simulated task's pid."""
-        return MOCK_PID
+        """The pid of the task this backend's calls run as."""
+        return self._task.pid
 
     def proc_status(self, field: str, pid: int = 0) -> int:
-        """``VmPin`` (mm->pinned_vm) or ``VmLck`` (mm->locked_vm) in kB; the model has
-        one process."""
-        if pid not in (0, MOCK_PID):
+        """``VmPin`` (mm->pinned_vm) or ``VmLck`` (mm->locked_vm) of task ``pid`` (0:
+        this one), in kB; ENOENT once that task has been reaped."""
+        task = self._task if pid == 0 else self.kernel.tasks.get(pid)
+        if task is None or task.exited:
             raise kerr(ENOENT)
-        task = self.kernel.task
-        pages = {"VmPin": task.pinned_vm, "VmLck": task.locked_vm}.get(field)
+        mm = task.mm
+        pages = {"VmPin": mm.pinned_vm, "VmLck": mm.locked_vm}.get(field)
         if pages is None:
             raise BackendError(f"mock: /proc/<pid>/status has no modelled field {field!r}")
         return pages * (PAGE_SIZE // 1024)
@@ -197,6 +296,12 @@ class MockBackend(Backend):
         """Give the simulated task a dropped capability back."""
         if self.kernel.task.set_capability(name, True) is None:
             raise BackendError(f"mock: capability {name!r} is not modelled")
+
+    def take_splats(self) -> list[str]:
+        """The model's WARN_ONs since the previous call, as WARNING lines."""
+        taken = self.kernel.warnings[self._splats_taken:]
+        self._splats_taken = len(self.kernel.warnings)
+        return [f"WARNING: {what}" for what in taken]
 
     @property
     def warnings(self) -> list[str]:

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
-from errno import EACCES, EBADF, EINVAL, ENODEV, ENOTTY
+from collections.abc import Callable
+from errno import EACCES, EBADF, EINVAL, ENODEV, ENOMEM, ENOTTY, EOVERFLOW
 
 from backends.mock.errors import kerr
-from backends.mock.mm import PAGE_SIZE, PROT_WRITE, MemFile, Mm
+from backends.mock.mm import PAGE_SHIFT, PAGE_SIZE, PROT_WRITE, MemFile, Mm
+
+MAX_RW_COUNT = 0x7FFF_F000
+"""The most one read(2) or write(2) moves: INT_MAX rounded down to a page."""
+
+
+_PAGE_MASK = ~(PAGE_SIZE - 1)
+_U64 = (1 << 64) - 1
+
+
+def do_mmap_checks(file: File, length: int, offset: int) -> None:
+    """What mmap(2) checks before the file's own mmap runs (sys_mmap, do_mmap,
+    file_mmap_ok): a zero length is EINVAL, an offset that is not page aligned EINVAL,
+    a length that wraps when page aligned ENOMEM, and an offset (as the unsigned long
+    the syscall takes) whose pages overrun the file's largest size EOVERFLOW."""
+    off = offset & _U64
+    if off & ~_PAGE_MASK:
+        raise kerr(EINVAL)
+    if not length:
+        raise kerr(EINVAL)
+    length = (length + PAGE_SIZE - 1) & _PAGE_MASK
+    if not length or length > _U64:
+        raise kerr(ENOMEM)
+    pgoff = off >> PAGE_SHIFT
+    if pgoff + (length >> PAGE_SHIFT) > _U64:
+        raise kerr(EOVERFLOW)
+    if length > file.max_size or pgoff > (file.max_size - length) >> PAGE_SHIFT:
+        raise kerr(EOVERFLOW)
 
 
 class File:
     """A ``struct file``: reference counted, released on the last put."""
 
     name = "file"
+    max_size = _U64
+    """file_mmap_size_max(): ULONG_MAX for a character device such as /dev/iommu."""
 
     def __init__(self) -> None:
         self.f_count = 1
@@ -102,6 +132,16 @@ class FdTable:
         del self._files[fd]
         file.put()
 
+    def dup(self) -> FdTable:
+        """dup_fd() at fork: a new table with the same open files (one more reference
+        each)."""
+        table = FdTable()
+        for fd, file in self._files.items():
+            if file is not None:
+                file.get()
+                table._files[fd] = file
+        return table
+
     def fds(self) -> list[int]:
         """Every open descriptor."""
         return sorted(fd for fd, f in self._files.items() if f is not None)
@@ -115,30 +155,40 @@ class MemfdFile(File):
     """
 
     name = "memfd"
+    max_size = (1 << 63) - 1
+    """MAX_LFS_FILESIZE: a memfd is a regular file."""
 
-    def __init__(self, memfile: MemFile, mm: Mm, *, writable: bool = True,
-                 shmem: bool = True) -> None:
+    def __init__(self, memfile: MemFile, current_mm: Callable[[], Mm], *,
+                 writable: bool = True, shmem: bool = True) -> None:
         super().__init__()
         self.memfile = memfile
-        self.mm = mm
+        self.current_mm = current_mm
+        """The mm of the task calling mmap (an fd may be shared across a fork)."""
         self.pos = 0
         self.writable = writable
         self.shmem = shmem
         """False for a regular file: memfd_pin_folios() refuses it (EINVAL)."""
 
     def read(self, length: int) -> bytes:
-        """read(2) at the file position (short at EOF)."""
+        """read(2) at the file position: short at EOF, and at most MAX_RW_COUNT bytes
+        (vfs_read caps every read there)."""
         size = self.memfile.size
-        length = max(0, min(length, size - self.pos))
-        out = bytearray()
+        length = max(0, min(length, MAX_RW_COUNT, size - self.pos))
+        pages = self.memfile.pages
+        first, last = self.pos // PAGE_SIZE, (self.pos + length - 1) // PAGE_SIZE
+        if not any(first <= index <= last for index in pages):
+            # Nothing written there: zeros, which bytes() leaves to the allocator.
+            self.pos += length
+            return bytes(length)
+        out: list[bytes] = []
         while length:
             index, offset = divmod(self.pos, PAGE_SIZE)
             chunk = min(length, PAGE_SIZE - offset)
-            page = self.memfile.pages.get(index)
-            out += bytes(chunk) if page is None else page.read(offset, chunk)
+            page = pages.get(index)
+            out.append(bytes(chunk) if page is None else page.read(offset, chunk))
             self.pos += chunk
             length -= chunk
-        return bytes(out)
+        return b"".join(out)
 
     def write(self, data: bytes) -> int:
         """write(2) at the file position, growing the file."""
@@ -161,5 +211,5 @@ class MemfdFile(File):
             raise kerr(EINVAL)
         if shared and prot & PROT_WRITE and not self.writable:
             raise kerr(EACCES)
-        return self.mm.mmap(length, prot=prot, shared=shared, obj=self.memfile,
-                            pgoff=offset // PAGE_SIZE)
+        return self.current_mm().mmap(length, prot=prot, shared=shared, obj=self.memfile,
+                                      pgoff=offset // PAGE_SIZE)

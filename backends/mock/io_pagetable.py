@@ -25,12 +25,14 @@ from errno import (
     ENOENT,
     ENOMEM,
     ENOSPC,
+    EOPNOTSUPP,
     EOVERFLOW,
     EPERM,
 )
 from typing import TYPE_CHECKING
 
 from backends.mock import access as access_mod
+from backends.mock.dmabuf import DmaBufFile
 from backends.mock.errors import kerr
 from backends.mock.fault import AREA_ALLOC, PAGES_LIST_ALLOC, RESERVED_ALLOC, RESV_REGIONS
 from backends.mock.interval_tree import (
@@ -43,7 +45,7 @@ from backends.mock.interval_tree import (
 )
 from backends.mock.iommu import IOMMU_WRITE, IommuDomain, PagingDomain
 from backends.mock.mm import HPAGE_SIZE, PAGE_SIZE
-from backends.mock.pages import ACCOUNT_MM, ACCOUNT_USER, IoptPages
+from backends.mock.pages import ACCOUNT_MM, ACCOUNT_USER, IOPT_ADDRESS_DMABUF, IoptPages
 
 if TYPE_CHECKING:
     from backends.mock.access import IommufdAccess
@@ -271,6 +273,8 @@ class IoPagetable:
         if self.kernel.warn_on(area.last_index >= pages.npages, "iopt_insert_area"):
             raise kerr(EOVERFLOW)
         area.iopt = self
+        if pages.type == IOPT_ADDRESS_DMABUF:
+            pages.dmabuf_areas.append(area)
         self.areas.insert(area)
         if claim:
             self.free.occupy(area.start, area.last)
@@ -366,8 +370,13 @@ class IoPagetable:
         if file is None:
             raise kerr(EBADF)
         try:
-            pages = IoptPages.alloc_file(self.kernel, file, start_byte, start, length,
-                                         bool(iommu_prot & IOMMU_WRITE))
+            writable = bool(iommu_prot & IOMMU_WRITE)
+            if isinstance(file, DmaBufFile):
+                pages = IoptPages.alloc_dmabuf(self.kernel, file, start_byte, start,
+                                               length, writable)
+            else:
+                pages = IoptPages.alloc_file(self.kernel, file, start_byte, start, length,
+                                             writable)
         finally:
             file.put()
         return self.map_common(ictx, pages, iova, length, start_byte, iommu_prot, flags)
@@ -428,7 +437,8 @@ class IoPagetable:
             self.area_unfill_domains(area, pages)
             self.abort_area(area)
             pages.put()
-            unmapped += area_last - area_first + 1
+            # An unsigned long: two 2^63 areas add up to 0.
+            unmapped = (unmapped + area_last - area_first + 1) & U64_MAX
             if area_last >= last:
                 return 0, unmapped
             start = area_last + 1
@@ -494,6 +504,8 @@ class IoPagetable:
                          pages: IoptPages) -> None:
         """batch_to_domain() for a whole area: one iommu_map per contiguous PFN run."""
         assert isinstance(domain, PagingDomain)
+        if pages.dmabuf_revoked:
+            return  # iopt_area_fill_domain(): nothing to map
         pinned = pages.pinned
         first, last = area.index, area.last_index
         run_iova = area.start
@@ -520,8 +532,11 @@ class IoPagetable:
                 domain.unmap(iova, size)
             raise
 
-    def _domain_unmap_area(self, domain: IommuDomain, area: IoptArea) -> None:
-        """iopt_area_unmap_domain()."""
+    def domain_unmap_area(self, domain: IommuDomain, area: IoptArea,
+                          pages: IoptPages) -> None:
+        """iopt_area_unmap_domain(); a revoked dma-buf has nothing mapped left."""
+        if pages.dmabuf_revoked:
+            return
         assert isinstance(domain, PagingDomain)
         done = domain.unmap(area.start, area.length)
         self.kernel.warn_on(done != area.length, "iommu_unmap_nofail: short unmap")
@@ -540,7 +555,7 @@ class IoPagetable:
             pages.reader_update_pinned()
         except OSError:
             for domain in mapped:
-                self._domain_unmap_area(domain, area)
+                self.domain_unmap_area(domain, area, pages)
             pages.unpin(new)
             raise
         area.storage_domain = self.domains[0]
@@ -553,8 +568,8 @@ class IoPagetable:
             return
         for domain in self.domains:
             if domain is not storage:
-                self._domain_unmap_area(domain, area)
-        self._domain_unmap_area(storage, area)
+                self.domain_unmap_area(domain, area, pages)
+        self.domain_unmap_area(storage, area, pages)
         pages.uncover(pages.dom_cover, area.index, area.last_index)
         pages.update_unpinned()
         area.storage_domain = None
@@ -569,7 +584,7 @@ class IoPagetable:
             try:
                 pages.reader_update_pinned()
             except OSError:
-                self._domain_unmap_area(domain, area)
+                self.domain_unmap_area(domain, area, pages)
                 raise
         except OSError:
             pages.unpin(new)
@@ -596,7 +611,7 @@ class IoPagetable:
                 if not self.domains:
                     pages.uncover(pages.dom_cover, area.index, area.last_index)
                     area.storage_domain = None
-                self._domain_unmap_area(domain, area)
+                self.domain_unmap_area(domain, area, pages)
                 pages.update_unpinned()
             raise
 
@@ -605,11 +620,12 @@ class IoPagetable:
         if self.domains:
             storage = self.domains[0]
             for area in self.areas.snapshot():
-                if area.pages is None:
+                pages = area.pages
+                if pages is None:
                     continue
                 if area.storage_domain is domain:
                     area.storage_domain = storage
-                self._domain_unmap_area(domain, area)
+                self.domain_unmap_area(domain, area, pages)
             return
         for area in self.areas.snapshot():
             pages = area.pages
@@ -618,7 +634,7 @@ class IoPagetable:
             pages.uncover(pages.dom_cover, area.index, area.last_index)
             self.kernel.warn_on(area.storage_domain is not domain, "iopt_unfill_domain")
             area.storage_domain = None
-            self._domain_unmap_area(domain, area)
+            self.domain_unmap_area(domain, area, pages)
             pages.update_unpinned()
 
     def _check_iova_alignment(self, new_alignment: int) -> None:
@@ -692,6 +708,8 @@ class IoPagetable:
         pages = area.pages
         if pages is None or area.prevent_access:
             raise kerr(EBUSY)
+        if pages.type == IOPT_ADDRESS_DMABUF:
+            raise kerr(EOPNOTSUPP)  # the dma-buf tracking is per area
         if new_start & (alignment - 1) or area.start_byte(new_start) & (alignment - 1):
             raise kerr(EINVAL)
         if self.kernel.should_fail(AREA_ALLOC) or self.kernel.should_fail(AREA_ALLOC):

@@ -26,7 +26,14 @@ from backends.mock.interval_tree import U64_MAX, IntervalTree, Span
 from backends.mock.io_pagetable import IOPT_ALLOC_IOVA, IoPagetable, free_pages_list
 from backends.mock.iommu import IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE
 from backends.mock.objects import IommufdObject, ObjType
-from backends.mock.pages import ACCOUNT_MM, ACCOUNT_USER, IOPT_ADDRESS_FILE
+from backends.mock.pages import (
+    ACCOUNT_MM,
+    ACCOUNT_NONE,
+    ACCOUNT_USER,
+    IOPT_ADDRESS_FILE,
+    IoptPages,
+    update_pinned,
+)
 
 if TYPE_CHECKING:
     from backends.mock.hw_pagetable import HwptPaging
@@ -266,19 +273,62 @@ def iommufd_ioas_noiommu_get_pa(ucmd: Ucmd) -> int:
 
 def iommufd_ioas_change_process(ucmd: Ucmd) -> int:
     """IOMMU_IOAS_CHANGE_PROCESS: every area of every IOAS must be file-backed
-    (EINVAL) and fully set up (EBUSY). The model has one process, so the accounting
-    already belongs to the caller and nothing moves."""
+    (EINVAL) and fully set up (EBUSY); then the pin accounting of pages charged to
+    another mm or user moves to the caller: the caller is charged first, per
+    accounting mode (all or nothing), then each old owner uncharged, and the pages'
+    source becomes the caller's mm, task and user."""
     cmd = ucmd.cmd
     if cmd.__reserved:
         raise kerr(EOPNOTSUPP)
-    for obj in ucmd.ictx.objects.objects():
-        if not isinstance(obj, IommufdIoas) or obj.users == 0:
-            continue
-        for area in obj.iopt.areas:
-            if area.pages is None:
-                raise kerr(EBUSY)
-            if area.pages.type != IOPT_ADDRESS_FILE:
-                raise kerr(EINVAL)
+    kernel = ucmd.ictx.kernel
+    areas = [area for obj in ucmd.ictx.objects.objects()
+             if isinstance(obj, IommufdIoas) and obj.users != 0
+             for area in obj.iopt.areas]
+    for area in areas:
+        if area.pages is None:
+            raise kerr(EBUSY)
+        if area.pages.type != IOPT_ADDRESS_FILE:
+            raise kerr(EINVAL)
+    all_pages = [area.pages for area in areas if area.pages is not None]
+
+    def need_charge_update(pages: IoptPages) -> bool:
+        if pages.account_mode == ACCOUNT_NONE:
+            return False
+        moved_mm = pages.source_mm is not kernel.mm
+        if pages.account_mode == ACCOUNT_MM:
+            return moved_mm
+        return moved_mm or pages.source_user is not kernel.task.user
+
+    # Count each pages' pins once, although several areas (copies) may share them.
+    all_npinned = [0, 0, 0]
+    for pages in all_pages:
+        if need_charge_update(pages):
+            all_npinned[pages.account_mode] += pages.last_npinned
+            pages.last_npinned = 0
+    current = kernel.task
+    charged: list[int] = []
+    try:
+        for mode, npinned in enumerate(all_npinned):
+            if npinned:
+                update_pinned(kernel, mode, current.mm, current, current.user, npinned,
+                              True)
+                charged.append(mode)
+    except OSError:
+        for mode in reversed(charged):
+            update_pinned(kernel, mode, current.mm, current, current.user,
+                          all_npinned[mode], False)
+        for pages in all_pages:
+            pages.last_npinned = pages.npinned
+        raise
+    for pages in all_pages:
+        if need_charge_update(pages):
+            try:
+                pages.update_pinned(pages.npinned, False)
+            except OSError:
+                kernel.warn_on(True, "iommufd_ioas_change_process: uncharge")
+            pages.source_mm = current.mm
+            pages.source_task = current
+            pages.source_user = current.user
     return 0
 
 

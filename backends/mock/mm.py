@@ -8,7 +8,7 @@ bytes only once something wrote to it; reading an untouched page gives zeros.
 Backing objects follow the kernel's split:
 
 - anonymous memory (shared -> one shmem-like object per mapping, private -> the
-  mapping's own pages); ``hugepage`` backs it with compound 2 MiB pages (MAP_HUGETLB);
+  mapping's own pages); ``hugetlb`` backs it with compound 2 MiB pages (MAP_HUGETLB);
 - memfd files (:class:`MemFile`): pages are the page cache, shared by every mapping of
   the same file offset; ``ftruncate`` drops the pages past the new size;
 - MAP_PRIVATE of a file: reads see the page cache until the first write (or a
@@ -20,7 +20,7 @@ Faults follow GUP: no VMA, a missing PROT bit, or a file page past EOF is EFAULT
 from __future__ import annotations
 
 from bisect import bisect_right
-from errno import EFAULT, EINVAL, ENOMEM
+from errno import EFAULT, EINVAL, ENOMEM, EOVERFLOW
 
 from backends.mock.errors import kerr
 
@@ -41,6 +41,7 @@ MMAP_TOP = 0x7F00_0000_0000
 """mmap() places new mappings top-down from here."""
 
 _ZERO_PAGE = bytes(PAGE_SIZE)
+_U64 = (1 << 64) - 1
 
 
 class PhysPage:
@@ -94,10 +95,12 @@ class PhysMem:
 class MemObject:
     """What a mapping's pages come from: anonymous memory or a memfd's page cache."""
 
-    def __init__(self, phys: PhysMem, *, hugepage: bool = False) -> None:
+    def __init__(self, phys: PhysMem, *, hugetlb: bool = False) -> None:
         self.phys = phys
-        self.hugepage = hugepage
+        self.hugetlb = hugetlb
         self.pages: dict[int, PhysPage] = {}
+        self.nvmas = 0
+        """How many mappings (in any mm) map this object."""
 
     @property
     def is_file(self) -> bool:
@@ -112,7 +115,7 @@ class MemObject:
         """The page at ``index``, allocated on first use."""
         page = self.pages.get(index)
         if page is None:
-            if self.hugepage:
+            if self.hugetlb:
                 base = index & ~(HPAGE_NR - 1)
                 for i, huge in enumerate(self.phys.alloc_huge()):
                     self.pages.setdefault(base + i, huge)
@@ -121,6 +124,13 @@ class MemObject:
                 page = self.phys.alloc()
                 self.pages[index] = page
         return page
+
+    def copy(self) -> MemObject:
+        """A private copy with the contents of every page present (fork)."""
+        twin = MemObject(self.phys, hugetlb=self.hugetlb)
+        for index in sorted(self.pages):
+            twin.page(index).copy_from(self.pages[index])
+        return twin
 
     def drop(self, first: int, last: int) -> None:
         """Free the pages ``[first, last]`` (their pins keep the PhysPage alive)."""
@@ -195,6 +205,45 @@ class Mm:
         self._vmas: list[Vma] = []
         self._top = MMAP_TOP
         self._last: Vma | None = None
+        self.pinned_vm = 0
+        """mm->pinned_vm, in pages (VmPin)."""
+        self.locked_vm = 0
+        """mm->locked_vm, in pages (VmLck)."""
+        self.alive = True
+        """mm_users > 0: False once the owning task exited (mmget_not_zero fails)."""
+
+    # -- fork and exit ------------------------------------------------------
+    def fork(self) -> Mm:
+        """dup_mm(): the same mappings at the same addresses. Shared mappings share
+        their pages; private ones get copies of the pages present now (the kernel
+        copies on write, and at once for pages pinned for DMA; a copy now reads the
+        same), and the counters start at zero."""
+        child = Mm(self.phys)
+        child._top = self._top
+        copies: dict[int, MemObject] = {}  # VMAs split from one mapping share a copy
+        for vma in self._vmas:
+            obj = vma.obj
+            cow: dict[int, PhysPage] | None = None
+            if vma.cow is not None:
+                cow = {}
+                for index, page in vma.cow.items():
+                    copy = self.phys.alloc()
+                    copy.copy_from(page)
+                    cow[index] = copy
+            elif not vma.shared and not obj.is_file:
+                twin = copies.get(id(obj))
+                if twin is None:
+                    twin = copies[id(obj)] = obj.copy()
+                obj = twin
+            child._insert(Vma(vma.start, vma.end, vma.prot, vma.shared, obj, vma.pgoff,
+                              cow))
+        return child
+
+    def exit(self) -> None:
+        """exit_mmap(): every mapping goes; pinned pages live on in their pinners."""
+        for start, end in self.vmas():
+            self.munmap(start, end - start)
+        self.alive = False
 
     # -- mappings ---------------------------------------------------------
     def _place(self, length: int, align: int) -> int:
@@ -205,6 +254,7 @@ class Mm:
         return addr
 
     def _insert(self, vma: Vma) -> None:
+        vma.obj.nvmas += 1
         i = bisect_right(self._starts, vma.start)
         self._starts.insert(i, vma.start)
         self._vmas.insert(i, vma)
@@ -223,13 +273,14 @@ class Mm:
         return addr
 
     def mmap_anon(self, length: int, *, prot: int = PROT_READ | PROT_WRITE,
-                  shared: bool = True, align: int = PAGE_SIZE, hugepage: bool = False) -> int:
-        """Anonymous zeroed memory (``MAP_ANONYMOUS``, ``MAP_HUGETLB`` with ``hugepage``)."""
-        if hugepage:
+                  shared: bool = True, align: int = PAGE_SIZE, hugetlb: bool = False) -> int:
+        """Anonymous zeroed memory (``MAP_ANONYMOUS``; with ``hugetlb`` it is
+        ``MAP_HUGETLB``: rounded up to and aligned on whole huge pages)."""
+        if hugetlb:
             length = (length + HPAGE_SIZE - 1) & ~(HPAGE_SIZE - 1)
             align = max(align, HPAGE_SIZE)
         return self.mmap(length, prot=prot, shared=shared,
-                         obj=MemObject(self.phys, hugepage=hugepage), align=align)
+                         obj=MemObject(self.phys, hugetlb=hugetlb), align=align)
 
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2): unmap ``[addr, addr+length)``, splitting mappings at the edges."""
@@ -245,15 +296,13 @@ class Mm:
             if vma.end <= addr:
                 i += 1
                 continue
-            if vma.obj.hugepage and (addr | (end - addr)) & (HPAGE_SIZE - 1):
+            if vma.obj.hugetlb and (addr | (end - addr)) & (HPAGE_SIZE - 1):
                 raise kerr(EINVAL)  # hugetlb mappings unmap in whole huge pages
             del self._vmas[i]
             del self._starts[i]
+            vma.obj.nvmas -= 1
             cut_start = max(vma.start, addr)
             cut_end = min(vma.end, end)
-            if not vma.obj.is_file:
-                # Anonymous pages of the unmapped part are gone for good.
-                vma.obj.drop(vma.index_of(cut_start), vma.index_of(cut_end - 1))
             if vma.start < cut_start:
                 self._insert(Vma(vma.start, cut_start, vma.prot, vma.shared, vma.obj,
                                  vma.pgoff, vma.cow))
@@ -262,6 +311,13 @@ class Mm:
                 self._insert(Vma(cut_end, vma.end, vma.prot, vma.shared, vma.obj,
                                  vma.index_of(cut_end), vma.cow))
                 i += 1
+            if not vma.obj.is_file:
+                # Anonymous pages of the unmapped part are gone for good, unless
+                # they are shared and another mapping (a forked mm's) still has them.
+                if not vma.shared:
+                    vma.obj.drop(vma.index_of(cut_start), vma.index_of(cut_end - 1))
+                elif not vma.obj.nvmas and vma.obj.pages:
+                    vma.obj.drop(min(vma.obj.pages), max(vma.obj.pages))
 
     def find_vma(self, addr: int) -> Vma | None:
         """The mapping containing ``addr``."""
@@ -407,6 +463,15 @@ class Mm:
         for i in range(npages):
             pages.append(self._fault(addr + i * PAGE_SIZE, write, longterm))
         return pages
+
+    def get_user_pages_fast(self, addr: int, npages: int) -> list[PhysPage]:
+        """get_user_pages_fast(): like :meth:`get_user_pages`, but ``addr`` is rounded
+        down to its page first; a range that wraps is EOVERFLOW."""
+        start = addr & PAGE_MASK & _U64
+        end = start + npages * PAGE_SIZE
+        if end > _U64:
+            raise kerr(EOVERFLOW)
+        return self.get_user_pages(start, npages)
 
     def pin_user_pages(self, addr: int, npages: int, *, write: bool,
                        longterm: bool = True) -> list[PhysPage]:

@@ -34,7 +34,11 @@ from backends.mock.interval_tree import U64_MAX
 from backends.mock.mm import PAGE_SHIFT, PAGE_SIZE, PhysPage
 
 if TYPE_CHECKING:
+    from backends.mock.dmabuf import DmaBufFile
+    from backends.mock.io_pagetable import IoptArea
     from backends.mock.kernel import Kernel
+    from backends.mock.mm import Mm
+    from backends.mock.task import Task, UserStruct
 
 IOPT_ADDRESS_USER = 0
 IOPT_ADDRESS_FILE = 1
@@ -70,6 +74,9 @@ class IoptPages:
         "acc_cover",
         "accesses",
         "account_mode",
+        "dmabuf",
+        "dmabuf_areas",
+        "dmabuf_revoked",
         "dom_cover",
         "file",
         "kernel",
@@ -78,6 +85,9 @@ class IoptPages:
         "npages",
         "npinned",
         "pinned",
+        "source_mm",
+        "source_task",
+        "source_user",
         "start",
         "type",
         "uptr",
@@ -97,6 +107,10 @@ class IoptPages:
         self.last_npinned = 0
         self.writable = writable
         self.account_mode = ACCOUNT_NONE if kernel.task.cap_ipc_lock else ACCOUNT_USER
+        # Whose memory and whose limits: the caller's, until IOAS_CHANGE_PROCESS.
+        self.source_mm = kernel.mm
+        self.source_task = kernel.task
+        self.source_user = kernel.task.user
         self.type = IOPT_ADDRESS_USER
         self.uptr = 0
         self.file: File | None = None
@@ -105,6 +119,10 @@ class IoptPages:
         self.dom_cover: dict[int, int] = {}
         self.acc_cover: dict[int, int] = {}
         self.accesses: list[IoptPagesAccess] = []
+        self.dmabuf: DmaBufFile | None = None
+        self.dmabuf_revoked = False
+        self.dmabuf_areas: list[IoptArea] = []
+        """Areas that map these dma-buf pages (stale ones have left their table)."""
 
     @classmethod
     def alloc_user(cls, kernel: Kernel, uptr: int, length: int,
@@ -129,6 +147,43 @@ class IoptPages:
         pages.type = IOPT_ADDRESS_FILE
         return pages
 
+    @classmethod
+    def alloc_dmabuf(cls, kernel: Kernel, dmabuf: DmaBufFile, start_byte: int, start: int,
+                     length: int, writable: bool) -> IoptPages:
+        """iopt_alloc_dmabuf_pages(): the dma-buf's physical range from byte
+        ``start``; nothing is pinned or accounted. EINVAL past the dma-buf's end,
+        ENODEV if the exporter revoked it."""
+        if dmabuf.size <= start + length - 1:
+            raise kerr(EINVAL)
+        pages = cls(kernel, start_byte, length, writable)
+        pages.account_mode = ACCOUNT_NONE
+        pages.type = IOPT_ADDRESS_DMABUF
+        pages.start = start - start_byte
+        try:
+            memory = dmabuf.attach(pages)
+        except OSError:
+            pages.put()
+            raise
+        pages.dmabuf = dmabuf
+        first = pages.start // PAGE_SIZE
+        # Always read from the exporter's memory: every index is resident, unpinned.
+        pages.pinned = {index: memory[first + index] for index in range(pages.npages)}
+        return pages
+
+    def dmabuf_revoke_notify(self) -> None:
+        """iopt_revoke_notify(): unmap every area of these pages from the domains it
+        is mapped into; from then on the pages have no memory."""
+        if self.dmabuf_revoked:
+            return
+        for area in self.dmabuf_areas:
+            iopt = area.iopt
+            if area.pages is not self or iopt is None or area.storage_domain is None:
+                continue
+            for domain in iopt.domains:
+                iopt.domain_unmap_area(domain, area, self)
+        self.dmabuf_revoked = True
+        self.pinned = {}
+
     # -- lifetime ---------------------------------------------------------
     def get(self) -> None:
         """kref_get()."""
@@ -146,6 +201,9 @@ class IoptPages:
         if self.file is not None:
             self.file.put()
             self.file = None
+        if self.dmabuf is not None:
+            self.dmabuf.detach(self)
+            self.dmabuf = None
 
     # -- pinning (the pfn_reader) -------------------------------------------
     def start_addr(self) -> int:
@@ -169,8 +227,11 @@ class IoptPages:
             for page in pinned:
                 page.pins += 1
             return pinned
-        return self.kernel.mm.pin_user_pages(self.uptr + index * PAGE_SIZE, npages,
-                                             write=self.writable, longterm=True)
+        mm = self.source_mm
+        if mm is not self.kernel.mm and not mm.alive:  # mmget_not_zero() failed
+            raise kerr(EFAULT)
+        return mm.pin_user_pages(self.uptr + index * PAGE_SIZE, npages,
+                                 write=self.writable, longterm=True)
 
     def _unpinned_runs(self, first: int, last: int) -> list[tuple[int, int]]:
         """The runs of ``[first, last]`` nobody holds pinned. Never walks more indexes
@@ -230,6 +291,8 @@ class IoptPages:
         kernel = self.kernel
         if kernel.should_fail(TEMP_KMALLOC):  # batch_init()
             raise kerr(ENOMEM)
+        if self.type == IOPT_ADDRESS_DMABUF:
+            return []  # read from the exporter's memory, never pinned
         runs = self._unpinned_runs(first, last)
         if not runs:
             return []
@@ -267,30 +330,17 @@ class IoptPages:
                 del which[index]
                 if index not in other:
                     dead.append(index)
-        self.unpin(dead)
+        if self.type != IOPT_ADDRESS_DMABUF:
+            self.unpin(dead)
 
     # -- accounting -------------------------------------------------------
     def update_pinned(self, npages: int, inc: bool) -> None:
-        """iopt_pages_update_pinned()."""
-        task = self.kernel.task
-        limit = task.memlock_limit_pages(PAGE_SHIFT)
-        if self.account_mode == ACCOUNT_USER:
-            if inc:
-                if task.user_locked_vm + npages > limit:
-                    raise kerr(ENOMEM)
-                task.user_locked_vm += npages
-            else:
-                self.kernel.warn_on(task.user_locked_vm < npages, "decr_user_locked_vm")
-                task.user_locked_vm -= min(npages, task.user_locked_vm)
-        elif self.account_mode == ACCOUNT_MM:
-            if inc:
-                if task.locked_vm + npages > limit:
-                    raise kerr(ENOMEM)
-                task.locked_vm += npages
-            else:
-                task.locked_vm -= min(npages, task.locked_vm)
+        """iopt_pages_update_pinned(): charge (or uncharge) the source user or mm
+        against the source task's RLIMIT_MEMLOCK; pinned_vm of the source mm always
+        moves."""
+        update_pinned(self.kernel, self.account_mode, self.source_mm, self.source_task,
+                      self.source_user, npages, inc)
         self.last_npinned = self.npinned
-        task.pinned_vm += npages if inc else -npages
 
     def reader_update_pinned(self) -> None:
         """pfn_reader_user_update_pinned(): account what the reader pinned."""
@@ -308,7 +358,13 @@ class IoptPages:
         if self.kernel.warn_on(self.npinned > self.last_npinned, "update_unpinned"):
             return
         if self.npinned != self.last_npinned:
-            self.update_pinned(self.last_npinned - self.npinned, False)
+            try:
+                self.update_pinned(self.last_npinned - self.npinned, False)
+            except OSError:
+                # pages.c drops this result: an MM-mode uncharge of an mm that has
+                # exited fails (EINVAL) and the counters of that dead mm stay as
+                # they are.
+                pass
 
     # -- in-kernel accesses -----------------------------------------------
     def _exact_access(self, start: int, last: int) -> IoptPagesAccess | None:
@@ -390,15 +446,19 @@ class IoptPages:
         if self.type != IOPT_ADDRESS_USER:
             self._rw_slow(first, last, start_byte % PAGE_SIZE, buf, pos, length, write)
             return
-        if flags & IOMMUFD_ACCESS_RW_SLOW_PATH and not flags & IOMMUFD_ACCESS_RW_KTHREAD:
-            # As if the pages belonged to another mm.
+        mm = self.source_mm
+        # The selftest's SLOW_PATH flag takes the "pages of another mm" paths.
+        change_mm = mm is not self.kernel.mm or bool(flags & IOMMUFD_ACCESS_RW_SLOW_PATH)
+        if change_mm and not flags & IOMMUFD_ACCESS_RW_KTHREAD:
             if first == last:
                 self._rw_page(first, start_byte % PAGE_SIZE, buf, pos, length, write)
             else:
                 self._rw_slow(first, last, start_byte % PAGE_SIZE, buf, pos, length,
                               write)
             return
-        mm = self.kernel.mm
+        if change_mm and not mm.alive:  # a kthread could not use the mm
+            self._rw_slow(first, last, start_byte % PAGE_SIZE, buf, pos, length, write)
+            return
         addr = self.uptr + start_byte
         if write:
             mm.write(addr, memoryview(buf)[pos:pos + length])
@@ -407,10 +467,14 @@ class IoptPages:
 
     def _rw_page(self, index: int, offset: int, buf: bytearray, pos: int, length: int,
                  write: bool) -> None:
-        """iopt_pages_rw_page(): pin one page of the source mm, copy, unpin."""
+        """iopt_pages_rw_page(): pin one page of the source mm, copy, unpin (the
+        slow path if that mm is gone)."""
+        if not self.source_mm.alive:
+            self._rw_slow(index, index, offset, buf, pos, length, write)
+            return
         if self.kernel.should_fail(RW_PAGE):
             raise kerr(EINVAL)
-        [page] = self.kernel.mm.pin_user_pages(self.uptr + index * PAGE_SIZE, 1,
+        [page] = self.source_mm.pin_user_pages(self.uptr + index * PAGE_SIZE, 1,
                                                write=write, longterm=False)
         try:
             _copy_page(page, offset, buf, pos, length, write)
@@ -430,6 +494,33 @@ class IoptPages:
                 offset = 0
         finally:
             self.unpin(new)
+
+
+def update_pinned(kernel: Kernel, account_mode: int, mm: Mm, task: Task, user: UserStruct,
+                  npages: int, inc: bool) -> None:
+    """The accounting of iopt_pages_update_pinned() for ``npages`` of ``mm``'s pages
+    pinned on behalf of ``task`` and ``user``: ENOMEM past RLIMIT_MEMLOCK (USER: the
+    user's locked_vm, MM: the mm's, which needs a live mm: EINVAL once it is gone)."""
+    limit = task.memlock_limit_pages(PAGE_SHIFT)
+    if account_mode == ACCOUNT_USER:
+        if inc:
+            if user.locked_vm + npages > limit:
+                raise kerr(ENOMEM)
+            user.locked_vm += npages
+        else:
+            if kernel.warn_on(user.locked_vm < npages, "decr_user_locked_vm"):
+                return
+            user.locked_vm -= npages
+    elif account_mode == ACCOUNT_MM:
+        if mm is not kernel.mm and not mm.alive:
+            raise kerr(EINVAL)
+        if inc:
+            if mm.locked_vm + npages > limit:
+                raise kerr(ENOMEM)
+            mm.locked_vm += npages
+        else:
+            mm.locked_vm -= min(npages, mm.locked_vm)
+    mm.pinned_vm += npages if inc else -npages
 
 
 def _copy_page(page: PhysPage, offset: int, buf: bytearray, pos: int, length: int,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import uapi_headers as u
 from backends.mock import access as acc
-from backends.mock import mock_driver
+from backends.mock import dmabuf, mock_driver
 from backends.mock.device import (
     IommufdDevice,
     iommufd_device_attach,
@@ -127,7 +127,7 @@ def _syz_conv_iova(ictx: IommufdCtx, ioas: Any, iova: int) -> int:
     offset = iova >> 32
     for area in ioas.iopt.areas:
         if nth == 0:
-            return int(area.start + offset)
+            return int(area.start + offset) & U64_MAX  # an unsigned long sum
         nth -= 1
     return 0
 
@@ -141,8 +141,10 @@ def iommufd_test_syz_conv_iova_id(ucmd: Ucmd, ioas_id: int, cmd: Any, field: str
         ioas = ucmd.ictx.get_object(ioas_id, ObjType.IOAS)
     except OSError:
         return
-    setattr(cmd, field, _syz_conv_iova(ucmd.ictx, ioas, int(getattr(cmd, field))))
-    ucmd.ictx.put_object(ioas)
+    try:
+        setattr(cmd, field, _syz_conv_iova(ucmd.ictx, ioas, int(getattr(cmd, field))))
+    finally:
+        ucmd.ictx.put_object(ioas)
 
 
 # -- the ops ------------------------------------------------------------------
@@ -354,7 +356,8 @@ def _check_pages(ictx: IommufdCtx, uptr: int, pages: list[Any]) -> None:
     """iommufd_test_check_pages(): the pinned pages are the pages at ``uptr`` (EBADE)."""
     mm = ictx.kernel.mm
     for i, page in enumerate(pages):
-        if mm.get_user_pages(uptr + i * PAGE_SIZE, 1)[0] is not page:
+        # GUP-fast looks at the page holding the address, aligned or not.
+        if mm.get_user_pages_fast((uptr + i * PAGE_SIZE) & U64_MAX, 1)[0] is not page:
             raise kerr(EBADE)
 
 
@@ -538,9 +541,16 @@ def _test_pasid_op(ucmd: Ucmd) -> int:
     return 0
 
 
-def _test_unsupported(ucmd: Ucmd) -> int:
-    """DMABUF_GET / DMABUF_REVOKE: the test dma-buf exporter comes later."""
-    raise kerr(EOPNOTSUPP)
+def _test_dmabuf_get(ucmd: Ucmd) -> int:
+    """IOMMU_TEST_OP_DMABUF_GET: returns the new dma-buf's fd."""
+    get = ucmd.cmd.dmabuf_get
+    return dmabuf.dmabuf_get(ucmd, int(get.open_flags), int(get.length))
+
+
+def _test_dmabuf_revoke(ucmd: Ucmd) -> int:
+    """IOMMU_TEST_OP_DMABUF_REVOKE."""
+    revoke = ucmd.cmd.dmabuf_revoke
+    return dmabuf.dmabuf_revoke(ucmd, int(revoke.dmabuf_fd), bool(revoke.revoked))
 
 
 _OPS: dict[int, Callable[[Ucmd], int]] = {
@@ -565,8 +575,8 @@ _OPS: dict[int, Callable[[Ucmd], int]] = {
     u.IOMMU_TEST_OP_PASID_REPLACE: _test_pasid_op,
     u.IOMMU_TEST_OP_PASID_DETACH: _test_pasid_op,
     u.IOMMU_TEST_OP_PASID_CHECK_HWPT: _test_pasid_op,
-    u.IOMMU_TEST_OP_DMABUF_GET: _test_unsupported,
-    u.IOMMU_TEST_OP_DMABUF_REVOKE: _test_unsupported,
+    u.IOMMU_TEST_OP_DMABUF_GET: _test_dmabuf_get,
+    u.IOMMU_TEST_OP_DMABUF_REVOKE: _test_dmabuf_revoke,
 }
 
 

@@ -217,7 +217,7 @@ class FakeKernel(Backend):
 
     # -- memory ----------------------------------------------------------
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
-              hugepage: bool = False) -> int:
+              hugetlb: bool = False) -> int:
         align = max(align, 4096)
         addr = -(-self._brk // align) * align
         self._mem[addr] = bytearray(length)

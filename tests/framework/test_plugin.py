@@ -19,7 +19,7 @@ def test_passes(variant):
 def test_fails_on_second(variant_name):
     assert variant_name == "first"
 
-@pytest.mark.requires("fork", reason="needs a second process")
+@pytest.mark.requires("vfio_cdev", reason="needs a VFIO cdev")
 def test_needs_fork(backend):
     pass
 
@@ -65,7 +65,7 @@ def test_requires_skips_with_the_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_grp=KSELFTEST_MODULE)
     result = pytester.runpytest("-k", "needs_fork", "-rs")
     result.assert_outcomes(skipped=2, deselected=6)
-    result.stdout.fnmatch_lines(["*backend mock lacks fork: needs a second process*"])
+    result.stdout.fnmatch_lines(["*backend mock lacks vfio_cdev: needs a VFIO cdev*"])
 
 
 def _parse_ktap(text: str) -> tuple[list[str], dict[str, str], dict[str, int]]:

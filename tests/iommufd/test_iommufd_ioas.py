@@ -377,12 +377,12 @@ def test_iova_ranges(self: IoasFixture) -> None:
     assert read(2)[1] == (0, 0)
 
 
+@pytest.mark.requires(Features.HUGEPAGES, reason="the buffer is MAP_HUGETLB memory")
 def test_access_domain_destory(self: IoasFixture) -> None:
     page = self.page_size
     buf_size = 2 * self.g.hugepage_size
-    # The kernel maps MAP_HUGETLB | MAP_POPULATE; the contract's closest is THP-backed,
-    # huge-page-aligned memory, which puts a huge page boundary inside the map as well.
-    buf = self.backend.alloc(buf_size, align=self.g.hugepage_size, hugepage=True)
+    # MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, as the kernel's test maps.
+    buf = self.backend.alloc(buf_size, shared=True, hugetlb=True)
     self.ioas.map_fixed(buf, buf_size, self.base_iova)
 
     access = create_access(self.fd, self.ioas_id, u.MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
@@ -598,7 +598,7 @@ def test_copy_sweep(self: IoasFixture) -> None:
 
 
 @pytest.mark.requires(Features.SELFTEST, Features.DMABUF,
-                      reason="the mock models no dma-buf exporter yet")
+                      reason="needs the selftest's dma-buf exporter")
 def test_dmabuf_simple(self: IoasFixture) -> None:
     buf_size = 4 * self.page_size
     dfd = dmabuf_get(self.fd, buf_size)
@@ -613,7 +613,7 @@ def test_dmabuf_simple(self: IoasFixture) -> None:
 
 
 @pytest.mark.requires(Features.SELFTEST, Features.DMABUF,
-                      reason="the mock models no dma-buf exporter yet")
+                      reason="needs the selftest's dma-buf exporter")
 def test_dmabuf_revoke(self: IoasFixture) -> None:
     buf_size = 4 * self.page_size
     dfd = dmabuf_get(self.fd, buf_size)

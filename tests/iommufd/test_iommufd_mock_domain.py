@@ -89,16 +89,12 @@ class MockDomainFixture:
         self.checks.refs(uptr, length, refs)
 
     def mmap_buffer(self) -> int:
-        """``mmap(0, mmap_buf_size, RW, self->mmap_flags)``: shared anonymous memory, THP
-        backed (huge-page aligned) in the hugepage variants."""
-        # The kernel asks for MAP_HUGETLB | MAP_POPULATE, which fails unless vm.nr_hugepages
-        # was reserved; THP gives the pinning code the same huge folios without that.
+        """``mmap(0, mmap_buf_size, RW, self->mmap_flags)``: shared anonymous memory,
+        ``MAP_HUGETLB | MAP_POPULATE`` in the hugepage variants."""
         if self.hugepages and not self.backend.has(Features.HUGEPAGES):
             pytest.skip(f"backend {self.backend.spec} lacks {Features.HUGEPAGES}: "
-                        "the hugepage variants map THP-backed memory")
-        align = self.backend.hugepage_size if self.hugepages else 0
-        return self.backend.alloc(self.mmap_buf_size, align=align, shared=True,
-                                  hugepage=self.hugepages)
+                        "the hugepage variants map MAP_HUGETLB memory")
+        return self.backend.alloc(self.mmap_buf_size, shared=True, hugetlb=self.hugepages)
 
 
 @pytest.fixture
@@ -192,7 +188,7 @@ def _all_aligns(self: MockDomainFixture, variant: MockDomainVariant, page_size: 
 
     Hugepage variants step by buf_size/16 and start ``end`` at buf_size, so (as in the
     kernel, "less for hugepage case as it takes so long") their inner loop never runs and
-    only the refs-0 checks of the whole THP buffer remain.
+    only the refs-0 checks of the whole hugetlb buffer remain.
     """
     buf_size = self.mmap_buf_size
     step = buf_size // 16 if variant.hugepages else MOCK_PAGE_SIZE

@@ -186,7 +186,7 @@ def test_map(self: VfioCompatFixture, kglobals: SelftestGlobals) -> None:
         container.unmap_dma(iova, page_size)
 
 
-@pytest.mark.requires(Features.HUGEPAGES, reason="the container maps THP-backed memory")
+@pytest.mark.requires(Features.HUGEPAGES, reason="the container maps MAP_HUGETLB memory")
 def test_huge_map(self: VfioCompatFixture, variant: VfioCompatVariant,
                   kglobals: SelftestGlobals) -> None:
     backend = self.fd.backend
@@ -194,7 +194,7 @@ def test_huge_map(self: VfioCompatFixture, variant: VfioCompatVariant,
     pieces = 16
 
     # Test huge pages and splitting
-    buf = backend.alloc(buf_size, align=kglobals.hugepage_size, shared=True, hugepage=True)
+    buf = backend.alloc(buf_size, shared=True, hugetlb=True)
     self.container.map_dma(buf, MOCK_APERTURE_START, buf_size)
 
     # type1 mode can cut up larger mappings, type1v2 always fails

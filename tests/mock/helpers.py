@@ -34,6 +34,13 @@ class Fd:
         self.be = be
         self.fd = be.open("/dev/iommu")
 
+    @classmethod
+    def on(cls, be: MockBackend, fd: int) -> Fd:
+        """An iommufd already open as ``fd`` in ``be`` (a forked child's copy)."""
+        opened = cls.__new__(cls)
+        opened.be, opened.fd = be, fd
+        return opened
+
     def ioctl(self, request: int, arg: Any = None) -> int:
         return self.be.ioctl(self.fd, request, arg)
 

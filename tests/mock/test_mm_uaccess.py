@@ -78,7 +78,7 @@ def test_memfd_truncate_and_shared_pages(be: MockBackend) -> None:
 
 
 def test_hugepage_memory_is_compound_and_aligned(be: MockBackend) -> None:
-    addr = be.alloc(4096, hugepage=True)
+    addr = be.alloc(4096, hugetlb=True)
     assert addr % be.hugepage_size == 0
     pages = be.kernel.mm.get_user_pages(addr, 2)
     assert all(p.compound for p in pages)
@@ -121,3 +121,24 @@ def test_poke_read_only_faults(be: MockBackend) -> None:
     addr = mm.mmap_anon(PAGE_SIZE, prot=PROT_READ)
     assert errno_of(be.poke, addr, b"x") == EFAULT
     assert mm.mmap_anon(PAGE_SIZE, prot=PROT_READ | PROT_WRITE)
+
+
+def test_memfd_read_is_capped_at_max_rw_count(be: MockBackend) -> None:
+    # vfs_read clamps the count to MAX_RW_COUNT (INT_MAX & PAGE_MASK) before the
+    # file's read runs: a 1 TiB read of a 1 TiB memfd returns that much, no more.
+    tib = 1 << 40
+    mfd = be.memfd(tib)
+    data = be.read(mfd, tib)
+    assert len(data) == 0x7FFF_F000
+    be.close(mfd)
+
+
+def test_memfd_read_returns_what_was_written(be: MockBackend) -> None:
+    mfd = be.memfd(3 * PAGE_SIZE)
+    assert be.write(mfd, b"x" * (PAGE_SIZE + 5)) == PAGE_SIZE + 5
+    # A second fd on the same file would share the position; read back through mmap.
+    addr = be.mmap(mfd, 3 * PAGE_SIZE)
+    assert be.peek(addr + PAGE_SIZE, 6) == b"xxxxx\0"
+    assert be.read(mfd, 1 << 40) == bytes(2 * PAGE_SIZE - 5)
+    be.munmap(addr, 3 * PAGE_SIZE)
+    be.close(mfd)

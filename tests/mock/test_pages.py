@@ -73,11 +73,11 @@ def test_user_accounting_against_rlimit(be: MockBackend) -> None:
     fd.mock_domain(ioas)
     buf = be.alloc(8 * PAGE_SIZE)
     iova = fd.map(ioas, buf, 4 * PAGE_SIZE)
-    assert task.user_locked_vm == 4 and be.proc_status("VmPin") == 16
+    assert task.user.locked_vm == 4 and be.proc_status("VmPin") == 16
     assert errno_of(fd.map, ioas, buf + 4 * PAGE_SIZE, PAGE_SIZE) == ENOMEM
     fd.check_refs(buf + 4 * PAGE_SIZE, PAGE_SIZE, 0)
     fd.unmap(ioas, iova, 4 * PAGE_SIZE)
-    assert task.user_locked_vm == 0 and be.proc_status("VmPin") == 0
+    assert task.user.locked_vm == 0 and be.proc_status("VmPin") == 0
 
 
 def test_mm_accounting_mode(be: MockBackend) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from errno import EBADFD, EBUSY, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, EPERM
+from errno import EBADE, EBADFD, EBUSY, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, EPERM
 
 import uapi_headers as u
 from backends.mock import MockBackend
@@ -167,3 +167,22 @@ def test_ioas_destroy_with_access_and_change_process(be: MockBackend, fd: Fd) ->
     fd.ioctl(u.IOMMU_IOAS_CHANGE_PROCESS, change)
     be.close(access)
     fd.destroy(ioas)
+
+
+def test_access_pages_checks_the_page_holding_an_unaligned_uptr(be: MockBackend,
+                                                                fd: Fd) -> None:
+    # iommufd_test_check_pages() looks the uptr up with get_user_pages_fast(), which
+    # rounds it down to its page (7.3.4 answers EBADE, not EFAULT, for a wrong page).
+    ioas = fd.ioas()
+    buf = be.alloc(2 * PAGE_SIZE)
+    fd.map(ioas, buf, 2 * PAGE_SIZE, iova=APERTURE)
+    access = fd.create_access(ioas)
+    # Inside the pinned page: the same page, so it matches.
+    item = fd.access_pages(access, APERTURE, PAGE_SIZE, buf + 1)
+    fd.test(u.IOMMU_TEST_OP_DESTROY_ACCESS_PAGES, access,
+            destroy_access_pages={"access_pages_id": item})
+    # Inside the next page: a different page.
+    assert errno_of(fd.access_pages, access, APERTURE, PAGE_SIZE,
+                    buf + PAGE_SIZE + 1) == EBADE
+    be.close(access)
+    fd.close()

@@ -72,7 +72,7 @@ def test_split_unmap_difference(be: MockBackend, fd: Fd, version: int) -> None:
               op=u.IOMMU_OPTION_OP_GET, object_id=ioas)
     fd.ioctl(u.IOMMU_OPTION, opt)
     assert opt.val64 == (0 if version == u.VFIO_TYPE1_IOMMU else 1)
-    buf = be.alloc(2 * HPAGE, hugepage=True)
+    buf = be.alloc(2 * HPAGE, hugetlb=True)
     fd.ioctl(u.VFIO_IOMMU_MAP_DMA, _vfio("vfio_iommu_type1_dma_map", vaddr=buf,
                                          size=2 * HPAGE, iova=u.MOCK_APERTURE_START,
                                          flags=3))

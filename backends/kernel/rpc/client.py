@@ -113,9 +113,9 @@ class RemoteBackend(Backend):
 
     # -- user memory -----------------------------------------------------
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
-              hugepage: bool = False) -> int:
+              hugetlb: bool = False) -> int:
         """Anonymous memory in the server; returns its address there."""
-        addr: int = self._call("alloc", length, align, shared, hugepage)
+        addr: int = self._call("alloc", length, align, shared, hugetlb)
         return addr
 
     def peek(self, addr: int, length: int) -> bytes:
@@ -176,7 +176,7 @@ class RemoteBackend(Backend):
     def batch(self, calls: Sequence[Call], *, stop_on_error: bool = False) -> list[Outcome]:
         """Run independent calls in one round trip; ioctl buffers are updated in
         place as by :meth:`ioctl`. Calls are ``("ioctl", fd, request, arg)``,
-        ``("alloc", length, align, shared, hugepage)``, ... (see
+        ``("alloc", length, align, shared, hugetlb)``, ... (see
         :mod:`backends.calls`)."""
         wire: list[tuple[str, tuple[Any, ...]]] = []
         buffers: list[Any] = []

@@ -28,7 +28,7 @@ always answers None).
 * AGENT_BUG: ``payload`` is ``"Type: message"`` of any other exception.
 
 Contract ops (:data:`CONTRACT_OPS`) take the contract's positional arguments;
-``alloc`` takes ``(length, align, shared, hugepage)``. An ioctl argument travels as
+``alloc`` takes ``(length, align, shared, hugetlb)``. An ioctl argument travels as
 None, an int, or the bytes of the cdata's buffer; the ioctl's value is ``(return
 value, bytes after the call or None)``.
 
