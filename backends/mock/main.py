@@ -28,6 +28,7 @@ from backends.mock import (
     vfio_compat,
     viommu,
 )
+from backends.mock.driver import MmapObject, MmapTree
 from backends.mock.errors import ENOIOCTLCMD, kerr
 from backends.mock.fault import GET_OBJECT, IOMMUFD_FOPS_OPEN, OBJECT_ALLOC
 from backends.mock.files import File
@@ -61,6 +62,7 @@ class IommufdCtx:
         self.no_iommu_mode = False
         self.vfio_ioas: IommufdIoas | None = None
         self.file: IommufdFile | None = None
+        self.mt_mmap = MmapTree()
 
     @property
     def uaccess(self) -> UserAccess:
@@ -126,6 +128,10 @@ class IommufdCtx:
 
         With ``to_destroy`` the caller's own users reference is dropped first.
         """
+        if flags & REMOVE_WAIT and to_destroy is not None:
+            # The wait for wait_cnt holders: pre_destroy revokes the long-lived ones
+            # (a device's vDEVICE), the others are ioctls that finished long ago.
+            to_destroy.pre_destroy()
         loaded = self.objects.load(obj_id)
         if to_destroy is not None:
             if loaded is not to_destroy:
@@ -223,8 +229,20 @@ class IommufdCtx:
             raise kerr(EINVAL)
         if prot & PROT_EXEC:
             raise kerr(EPERM)
-        # No driver region (iommufd_viommu_alloc_mmap) exists in this model yet.
-        raise kerr(ENXIO)
+        immap = self.mt_mmap.load(offset)
+        if immap is None or immap.owner.users == 0:
+            raise kerr(ENXIO)
+        # Only the exact region maps, not a part of it.
+        if offset != immap.start or length != immap.length:
+            raise kerr(ENXIO)
+        assert self.file is not None
+        obj = MmapObject(self.kernel.phys, immap, self.file)
+        obj.vma_open()
+        try:
+            return self.kernel.mm.mmap(length, prot=prot, shared=True, obj=obj)
+        except OSError:
+            obj.vma_close()
+            raise
 
 
 class Ucmd:

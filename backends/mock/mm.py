@@ -94,6 +94,9 @@ class PhysMem:
 class MemObject:
     """What a mapping's pages come from: anonymous memory or a memfd's page cache."""
 
+    pfnmap = False
+    """True for a VM_PFNMAP mapping (a driver's pages): the CPU reaches it, GUP does not."""
+
     def __init__(self, phys: PhysMem, *, hugepage: bool = False) -> None:
         self.phys = phys
         self.hugepage = hugepage
@@ -121,6 +124,12 @@ class MemObject:
                 page = self.phys.alloc()
                 self.pages[index] = page
         return page
+
+    def vma_open(self) -> None:
+        """``vm_ops->open``: one more VMA maps the object (a split)."""
+
+    def vma_close(self) -> None:
+        """``vm_ops->close``: a VMA of the object went away."""
 
     def drop(self, first: int, last: int) -> None:
         """Free the pages ``[first, last]`` (their pins keep the PhysPage alive)."""
@@ -255,13 +264,16 @@ class Mm:
                 # Anonymous pages of the unmapped part are gone for good.
                 vma.obj.drop(vma.index_of(cut_start), vma.index_of(cut_end - 1))
             if vma.start < cut_start:
+                vma.obj.vma_open()
                 self._insert(Vma(vma.start, cut_start, vma.prot, vma.shared, vma.obj,
                                  vma.pgoff, vma.cow))
                 i += 1
             if cut_end < vma.end:
+                vma.obj.vma_open()
                 self._insert(Vma(cut_end, vma.end, vma.prot, vma.shared, vma.obj,
                                  vma.index_of(cut_end), vma.cow))
                 i += 1
+            vma.obj.vma_close()
 
     def find_vma(self, addr: int) -> Vma | None:
         """The mapping containing ``addr``."""
@@ -405,6 +417,9 @@ class Mm:
             raise kerr(EFAULT)
         pages: list[PhysPage] = []
         for i in range(npages):
+            vma = self.find_vma(addr + i * PAGE_SIZE)
+            if vma is not None and vma.obj.pfnmap:
+                raise kerr(EFAULT)
             pages.append(self._fault(addr + i * PAGE_SIZE, write, longterm))
         return pages
 
