@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
-from errno import EINVAL, ENOENT, ENXIO, EOPNOTSUPP
+from errno import EINVAL, ENOENT, ENOMEM, ENXIO, EOPNOTSUPP
 from typing import TYPE_CHECKING
 
 from backends.mock.errors import kerr
 from backends.mock.eventq import iommufd_viommu_find_veventq
+from backends.mock.fault import MMAP_ALLOC
 from backends.mock.mm import PAGE_SIZE, MemObject, PhysMem, PhysPage
 from backends.mock.objects import IommufdObject
 
@@ -91,11 +92,14 @@ class MmapTree:
         return self.regions.pop(offset, None)
 
 
-def iommufd_alloc_mmap(tree: MmapTree, owner: IommufdObject, pages: list[PhysPage]) -> int:
+def iommufd_alloc_mmap(kernel: Kernel, tree: MmapTree, owner: IommufdObject,
+                       pages: list[PhysPage]) -> int:
     """_iommufd_alloc_mmap(): publish ``pages`` (page aligned, not empty); returns the
     offset user space passes to mmap()."""
     if not pages:
         raise kerr(EINVAL)
+    if kernel.should_fail(MMAP_ALLOC):
+        raise kerr(ENOMEM)
     return tree.alloc(owner, pages)
 
 

@@ -22,6 +22,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import uapi_headers as u
 from backends.mock.errors import kerr
+from backends.mock.fault import (
+    EVENTQ_FILE,
+    FAULT_COOKIE_ALLOC,
+    IOPF_GROUP_ALLOC,
+    VEVENT_ALLOC,
+)
 from backends.mock.files import File
 from backends.mock.iommu import IOMMU_NO_PASID, DomainType
 from backends.mock.objects import IommufdObject, ObjType
@@ -83,6 +89,8 @@ class IommufdEventq(IommufdObject):
     def init_file(self) -> int:
         """iommufd_eventq_init(): the fd (reserved, installed by the caller once the
         ioctl succeeded); the file holds a users reference and a context reference."""
+        if self.ictx.kernel.should_fail(EVENTQ_FILE):
+            raise kerr(ENOMEM)
         self.file = EventqFile(self, self.file_name)
         self.ictx.ctx_get()
         self.users += 1
@@ -165,6 +173,10 @@ class IommufdFault(IommufdEventq):
             if len(out) >= length or FAULT_SIZE > length - len(out):
                 if not out:
                     raise kerr(EINVAL)
+                break
+            if self.ictx.kernel.should_fail(FAULT_COOKIE_ALLOC):
+                if not out:
+                    raise kerr(ENOMEM)
                 break
             self.deliver.pop(0)
             group.cookie = self._cookie_alloc()
@@ -301,7 +313,11 @@ class IommufdVeventq(IommufdEventq):
 
     def report(self, data: bytes) -> None:
         """The queue half of iommufd_viommu_report_event(): past ``depth`` unread
-        events the lost-events header stands in for the event."""
+        events the lost-events header stands in for the event (so it does when the
+        event cannot be allocated, and that is ENOMEM)."""
+        if self.ictx.kernel.should_fail(VEVENT_ALLOC):
+            self.handler(self.lost_events_header)
+            raise kerr(ENOMEM)
         if self.num_events == self.depth:
             self.handler(self.lost_events_header)
             return
@@ -400,9 +416,11 @@ def iommu_report_device_fault(idev: IommufdDevice, flags: int, pasid: int, grpid
     assert domain is not None
     if domain.iopf_handler is None:
         return
-    if idev.ictx.kernel.warn_on(idev.dev.iopf_refcount == 0,
-                                "iommu_report_device_fault: no iopf_param"):
+    kernel = idev.ictx.kernel
+    if kernel.warn_on(idev.dev.iopf_refcount == 0, "iommu_report_device_fault: no iopf_param"):
         return
+    if kernel.should_fail(IOPF_GROUP_ALLOC):
+        return  # aborted: the driver answers the request itself
     # The attach handle's device: the one device of the mock's singleton group.
     handle_idev = next(iter(attach.device_array.values()))
     domain.iopf_handler(IopfGroup(flags, pasid, grpid, perm, addr, handle_idev,

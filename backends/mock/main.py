@@ -223,8 +223,11 @@ class IommufdCtx:
 
     def mmap(self, length: int, offset: int, prot: int, shared: bool) -> int:
         """iommufd_fops_mmap(): only driver-allocated regions (vIOMMU pages) map."""
-        if length % PAGE_SIZE:
+        # mmap(2) itself: a page-aligned offset, a length it rounds up to whole pages,
+        # so the VMA the fop sees always has a page-aligned length.
+        if length <= 0 or offset % PAGE_SIZE:
             raise kerr(EINVAL)
+        length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         if not shared:
             raise kerr(EINVAL)
         if prot & PROT_EXEC:

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 import uapi_headers as u
 from backends.mock.driver import iommufd_viommu_get_vdev_id
 from backends.mock.errors import kerr
-from backends.mock.fault import DOMAIN_ALLOC, HW_INFO_ALLOC, MOCK_DEV_ALLOC
+from backends.mock.fault import (
+    DOMAIN_ALLOC,
+    HW_INFO_ALLOC,
+    MOCK_DEV_ALLOC,
+    NESTED_DOMAIN_ALLOC,
+)
 from backends.mock.iommu import DomainType, IommuDomain, PagingDomain
 from backends.mock.mm import PAGE_SIZE
 
@@ -235,6 +240,8 @@ def mock_domain_alloc_nested_data(kernel: Kernel, user_data: UserData) -> MockNe
         raise kerr(EOPNOTSUPP)
     cfg = iommu_copy_struct_from_user(kernel.uaccess, "struct iommu_hwpt_selftest",
                                       user_data, u.IOMMU_HWPT_DATA_SELFTEST, "iotlb")
+    if kernel.should_fail(NESTED_DOMAIN_ALLOC):
+        raise kerr(ENOMEM)
     return MockNestedDomain(mock_iommu(kernel), int(cfg.iotlb))
 
 

@@ -16,7 +16,7 @@ A ``mock_viommu`` wraps the core vIOMMU for ``IOMMU_VIOMMU_TYPE_SELFTEST``:
 
 from __future__ import annotations
 
-from errno import EEXIST, EFAULT, EINVAL, EIO, EOPNOTSUPP
+from errno import EEXIST, EFAULT, EINVAL, EIO, ENOMEM, EOPNOTSUPP
 from typing import TYPE_CHECKING, Any
 
 import uapi_headers as u
@@ -28,6 +28,7 @@ from backends.mock.driver import (
     iommufd_viommu_find_dev,
 )
 from backends.mock.errors import kerr
+from backends.mock.fault import VIOMMU_INV_ALLOC, VIOMMU_PAGES
 from backends.mock.mm import PAGE_SIZE
 from backends.mock.mock_driver import (
     MockNestedDomain,
@@ -82,6 +83,9 @@ class MockViommu:
         staying handled."""
         if entry_num == 0 and data_type == u.IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST:
             return 0, 0
+        if self.kernel.should_fail(VIOMMU_INV_ALLOC):
+            # Failing before it counts anything, the driver leaves entry_num as sent.
+            return entry_num, ENOMEM
         try:
             cmds = _copy_full_user_array(self.kernel, data_type, uptr, entry_len, entry_num)
         except OSError as error:
@@ -158,8 +162,10 @@ def mock_viommu_init(viommu: IommufdViommu, parent_domain: PagingDomain,
     if user_data is not None:
         data = iommu_copy_struct_from_user(kernel.uaccess, _VIOMMU_DATA, user_data,
                                            u.IOMMU_VIOMMU_TYPE_SELFTEST, "out_data")
+        if kernel.should_fail(VIOMMU_PAGES):
+            raise kerr(ENOMEM)
         pages = [kernel.phys.alloc(), kernel.phys.alloc()]
-        mock.mmap_offset = iommufd_alloc_mmap(viommu.ictx.mt_mmap, viommu, pages)
+        mock.mmap_offset = iommufd_alloc_mmap(kernel, viommu.ictx.mt_mmap, viommu, pages)
         try:
             pages[0].write(0, int(data.in_data).to_bytes(4, "little"))
             data.out_data = data.in_data

@@ -24,6 +24,7 @@ from backends.mock import access as acc
 from backends.mock import mock_viommu
 from backends.mock.device import iommufd_get_device
 from backends.mock.errors import kerr
+from backends.mock.fault import HW_QUEUE_PAGES
 from backends.mock.hw_pagetable import HwptNested, HwptPaging
 from backends.mock.interval_tree import U64_MAX
 from backends.mock.iommu import DomainType, PagingDomain
@@ -289,7 +290,7 @@ def _hw_queue_alloc_phys(viommu: IommufdViommu, base_iova: int,
     if (base_iova - aligned_iova) + length + PAGE_SIZE - 1 > U64_MAX:
         raise kerr(ERANGE)
     # The page-pointer array is one kvzalloc, refused beyond INT_MAX bytes.
-    if pin_length // PAGE_SIZE * 8 > INT_MAX:
+    if pin_length // PAGE_SIZE * 8 > INT_MAX or viommu.ictx.kernel.should_fail(HW_QUEUE_PAGES):
         raise kerr(ENOMEM)
     ictx = viommu.ictx
     access = acc.iommufd_access_create_internal(ictx)

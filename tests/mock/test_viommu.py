@@ -12,6 +12,7 @@ from backends.mock import MockBackend
 from harness.helpers import (
     Ioas,
     Iommufd,
+    check_refs,
     expect_errno,
     hwpt_alloc,
     mock_domain,
@@ -19,14 +20,18 @@ from harness.helpers import (
 )
 from harness.helpers import mock_domain_replace as replace
 from harness.helpers.viommu import (
+    EntryNum,
     fault_alloc,
+    hw_queue_alloc,
     iommufd_mmap,
     nested_hwpt_alloc,
     selftest_hwpt_data,
+    trigger_iopf,
     trigger_vevents,
     vdevice_alloc,
     veventq_alloc,
     viommu_alloc,
+    viommu_invalidate,
 )
 
 PAGE_SIZE = 4096
@@ -59,7 +64,8 @@ def test_split_mapping_holds_the_viommu_until_the_last_piece(s: Setup) -> None:
     viommu = viommu_alloc(s.fd, s.idev, s.parent, data=data)
     length = int(data.out_mmap_length)
     assert int(data.out_mmap_offset) == PAGE_SIZE  # the first page is never handed out
-    addr = iommufd_mmap(s.fd, length, int(data.out_mmap_offset))
+    # mmap(2) rounds the length up to pages (do_mmap) before the fop compares it.
+    addr = iommufd_mmap(s.fd, length - 1, int(data.out_mmap_offset))
     s.fd.backend.munmap(addr, PAGE_SIZE)
     with expect_errno(EBUSY):
         s.fd.destroy(viommu)
@@ -164,3 +170,58 @@ def test_closing_iommufd_waits_for_event_fds(s: Setup) -> None:
     fd.close()
     assert be.read(veventq.fd, 64) == b""
     be.close(veventq.fd)
+
+
+def _viommu_chain(be: MockBackend, buf: int, nth: int) -> None:
+    """fail_nth's ``device`` chain, vIOMMU part: armed after the IOAS and the device."""
+    fd = Iommufd.open(be)
+    ioas = Ioas.alloc(fd)
+    stdev, _, idev = mock_domain(fd, ioas.id)
+    be.fail_nth_write(nth)
+    parent = hwpt_alloc(fd, idev, ioas.id, u.IOMMU_HWPT_ALLOC_NEST_PARENT)
+    data = u.ffi.new("struct iommu_viommu_selftest *", {"in_data": 1})
+    viommu = viommu_alloc(fd, idev, parent, data=data)
+    vdevice_alloc(fd, viommu, idev, 0x99)
+    iova = ioas.map(buf, PAGE_SIZE)
+    hw_queue_alloc(fd, viommu, u.IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, PAGE_SIZE)
+    fault = fault_alloc(fd)
+    nested = nested_hwpt_alloc(fd, idev, viommu, selftest_hwpt_data(),
+                               u.IOMMU_HWPT_FAULT_ID_VALID, fault_id=fault.id)
+    veventq = veventq_alloc(fd, viommu, u.IOMMU_VEVENTQ_TYPE_SELFTEST, 2)
+    replace(fd, stdev, nested)
+    trigger_vevents(fd, idev, 3)
+    be.read(veventq.fd, 64)
+    trigger_iopf(fd, idev, fault.fd)
+    reqs = u.ffi.new("struct iommu_viommu_invalidate_selftest[1]", [{"vdev_id": 0x99}])
+    viommu_invalidate(fd, viommu, reqs, u.ffi.sizeof(reqs[0]), EntryNum(1))
+    addr = iommufd_mmap(fd, int(data.out_mmap_length), int(data.out_mmap_offset))
+    be.munmap(addr, int(data.out_mmap_length))
+    replace(fd, stdev, ioas.id)
+
+
+def test_fail_nth_sweep_of_the_viommu_chain_unwinds_cleanly() -> None:
+    be = MockBackend()
+    buf = be.alloc(PAGE_SIZE)
+    nth = 1
+    while True:
+        try:
+            _viommu_chain(be, buf, nth)
+        except OSError:
+            pass
+        fired = be.fail_nth_read() == 0
+        be.fail_nth_write(0)
+        for leftover in be.kernel.files.fds():
+            be.close(leftover)
+        checker = Iommufd.open(be)
+        check_refs(checker, buf, PAGE_SIZE, 0)
+        checker.close()
+        assert be.warnings == [], (nth, be.kernel.fault.fired_at, be.warnings)
+        assert be.kernel.files.fds() == []
+        if not fired:
+            break
+        nth += 1
+        assert nth < 500
+    assert nth > 30  # the chain walks the vIOMMU's fault points
+    _viommu_chain(be, buf, 0)  # and works without injection
+    be.shutdown()
+    assert be.warnings == []
