@@ -12,7 +12,6 @@ from backends.mock import MockBackend
 from harness.helpers import (
     Ioas,
     Iommufd,
-    check_refs,
     expect_errno,
     hwpt_alloc,
     mock_domain,
@@ -33,6 +32,7 @@ from harness.helpers.viommu import (
     viommu_alloc,
     viommu_invalidate,
 )
+from tests.mock.helpers import fail_nth_sweep
 
 PAGE_SIZE = 4096
 PGFAULT_SIZE = u.ffi.sizeof("struct iommu_hwpt_pgfault")
@@ -202,25 +202,7 @@ def _viommu_chain(be: MockBackend, buf: int, nth: int) -> None:
 def test_fail_nth_sweep_of_the_viommu_chain_unwinds_cleanly() -> None:
     be = MockBackend()
     buf = be.alloc(PAGE_SIZE)
-    nth = 1
-    while True:
-        try:
-            _viommu_chain(be, buf, nth)
-        except OSError:
-            pass
-        fired = be.fail_nth_read() == 0
-        be.fail_nth_write(0)
-        for leftover in be.kernel.files.fds():
-            be.close(leftover)
-        checker = Iommufd.open(be)
-        check_refs(checker, buf, PAGE_SIZE, 0)
-        checker.close()
-        assert be.warnings == [], (nth, be.kernel.fault.fired_at, be.warnings)
-        assert be.kernel.files.fds() == []
-        if not fired:
-            break
-        nth += 1
-        assert nth < 500
+    nth = fail_nth_sweep(be, lambda n: _viommu_chain(be, buf, n), buf, PAGE_SIZE)
     assert nth > 30  # the chain walks the vIOMMU's fault points
     _viommu_chain(be, buf, 0)  # and works without injection
     be.shutdown()
