@@ -20,26 +20,24 @@ import uapi_headers as u
 from backends.contract import Features
 from harness import kselftest
 from harness.helpers import (
+    EntryNum,
     Ioas,
     Iommufd,
     SelftestGlobals,
+    VeventSequence,
     dev_check_cache,
     dev_check_cache_all,
     expect_errno,
-    hwpt_alloc,
-    mock_domain,
-    mock_domain_replace,
-    set_default_memory_limit,
-)
-from harness.helpers.viommu import (
-    EntryNum,
-    VeventSequence,
     fault_alloc,
     hw_queue_alloc,
+    hwpt_alloc,
     iommufd_mmap,
+    mock_domain,
+    mock_domain_replace,
     nested_hwpt_alloc,
     read_vevents,
     selftest_hwpt_data,
+    set_default_memory_limit,
     trigger_iopf,
     trigger_vevents,
     vdevice_alloc,

@@ -10,20 +10,17 @@ import pytest
 import uapi_headers as u
 from backends.mock import MockBackend
 from harness.helpers import (
+    EntryNum,
     Ioas,
     Iommufd,
     expect_errno,
-    hwpt_alloc,
-    mock_domain,
-    run_test_cmd,
-)
-from harness.helpers import mock_domain_replace as replace
-from harness.helpers.viommu import (
-    EntryNum,
     fault_alloc,
     hw_queue_alloc,
+    hwpt_alloc,
     iommufd_mmap,
+    mock_domain,
     nested_hwpt_alloc,
+    run_test_cmd,
     selftest_hwpt_data,
     trigger_iopf,
     trigger_vevents,
@@ -32,6 +29,7 @@ from harness.helpers.viommu import (
     viommu_alloc,
     viommu_invalidate,
 )
+from harness.helpers import mock_domain_replace as replace
 from tests.mock.helpers import fail_nth_sweep
 
 PAGE_SIZE = 4096
