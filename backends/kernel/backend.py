@@ -18,7 +18,13 @@ from backends.contract import (
 from backends.kernel import caps, faultinject, features, libc, procfs
 from backends.kernel.diagnose import DEV_IOMMU, missing_iommufd_reason
 from backends.kernel.fork import fork_backend
-from backends.kernel.memory import MappingTable, ProcessMemory, map_anonymous
+from backends.kernel.memory import (
+    MappingTable,
+    ProcessMemory,
+    cpu_peek,
+    cpu_poke,
+    map_anonymous,
+)
 
 
 def _probe_iommufd(dev_iommu: str) -> frozenset[str]:
@@ -74,6 +80,9 @@ class KernelBackend(Backend):
         self.hugepage_size = features.hugepage_size()
         self._fds: set[int] = set()
         self._maps = MappingTable()
+        self._io_maps = MappingTable()
+        """mmaps of /dev/iommu: driver pages mapped with io_remap_pfn_range, which
+        /proc/self/mem cannot reach; peek/poke use CPU accesses there."""
         self._mem = ProcessMemory()
         self._fail_nth = faultinject.FailNth()
         self._closed = False
@@ -97,6 +106,7 @@ class KernelBackend(Backend):
             except OSError:
                 pass
         self._maps = MappingTable()
+        self._io_maps = MappingTable()
         self._mem.close()
 
     def describe(self) -> str:
@@ -141,12 +151,15 @@ class KernelBackend(Backend):
         """mmap(2) of a backend fd; unmapped at shutdown unless unmapped before."""
         addr: int = self._fail_nth.call(libc.mmap, length, prot, flags, fd, offset)
         self._maps.add(addr, length)
+        if os.readlink(f"/proc/self/fd/{fd}") == self.dev_iommu:
+            self._io_maps.add(addr, -(-length // self.page_size) * self.page_size)
         return addr
 
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2)."""
         self._fail_nth.call(libc.munmap, addr, length)
         self._maps.remove(addr, length)
+        self._io_maps.remove(addr, length)
 
     # -- user memory -----------------------------------------------------
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
@@ -159,10 +172,15 @@ class KernelBackend(Backend):
 
     def peek(self, addr: int, length: int) -> bytes:
         """Read user memory; OSError(EFAULT) for unmapped addresses."""
+        if self._io_maps.covers(addr, length):
+            return cpu_peek(addr, length)
         return self._mem.peek(addr, length)
 
     def poke(self, addr: int, data: bytes) -> None:
         """Write user memory; OSError(EFAULT) for unmapped addresses."""
+        if self._io_maps.covers(addr, len(data)):
+            cpu_poke(addr, data)
+            return
         self._mem.poke(addr, data)
 
     def memfd_create(self, name: str) -> int:
@@ -192,6 +210,7 @@ class KernelBackend(Backend):
         child = copy.copy(self)
         child._fds = set(self._fds)
         child._maps = copy.deepcopy(self._maps)
+        child._io_maps = copy.deepcopy(self._io_maps)
         child._mem = ProcessMemory()
         child._fail_nth = faultinject.FailNth()
         child._closed = False

@@ -8,6 +8,7 @@ segfault of the test process.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap as _mmap
 import os
@@ -38,12 +39,29 @@ class MappingTable:
             if e > end:
                 self._ranges[end] = e
 
+    def covers(self, start: int, length: int) -> bool:
+        """Whether [start, start+length) lies inside one tracked mapping."""
+        return any(s <= start and start + length <= e for s, e in self._ranges.items())
+
     def ranges(self) -> list[tuple[int, int]]:
         """The tracked mappings as sorted (start, length) pairs."""
         return [(s, e - s) for s, e in sorted(self._ranges.items())]
 
     def __len__(self) -> int:
         return len(self._ranges)
+
+
+def cpu_peek(addr: int, length: int) -> bytes:
+    """Read ``length`` bytes at ``addr`` with CPU loads, one byte at a time (device
+    memory refuses unaligned wider loads on some architectures). Only for mappings
+    known to be present: a bad address kills the process."""
+    return bytes(ctypes.c_uint8.from_address(addr + i).value for i in range(length))
+
+
+def cpu_poke(addr: int, data: bytes) -> None:
+    """Write ``data`` at ``addr`` with byte stores (see :func:`cpu_peek`)."""
+    for i, byte in enumerate(data):
+        ctypes.c_uint8.from_address(addr + i).value = byte
 
 
 class ProcessMemory:

@@ -17,7 +17,10 @@ vfio_compat        VFIO type1/type1v2 container emulation
 selftest           IOMMU_TEST_CMD ops
 mock_driver        the mock IOMMU driver: devices and 2 KiB-page domains
 iommu              the IOMMU core's domain and its IO page table
-viommu, eventq     vIOMMU / queues: their early checks (later issues)
+viommu             vIOMMU, vDEVICE and HW queue objects and their ioctls
+eventq             FAULT (IOPF) and vEVENT queues and their fds
+driver             what the core offers vIOMMU drivers: mmap regions, lookups
+mock_viommu        the mock driver's vIOMMU: mmap page, device-cache invalidation
 mm, uaccess        simulated user memory; copy_{from,to}_user
 task, files        the current task (caps, rlimits, counters) and its fd table
 fault              fail-nth fault injection at the kernel's should_fail sites

@@ -39,11 +39,15 @@ class IommufdAccess(IommufdObject):
 
     obj_type = ObjType.ACCESS
 
-    def __init__(self, ictx: IommufdCtx, ops: AccessOps, data: Any) -> None:
+    def __init__(self, ictx: IommufdCtx, ops: AccessOps, data: Any,
+                 internal: bool = False) -> None:
         super().__init__()
         self.ictx = ictx
         self.ops = ops
         self.data = data
+        self.internal = internal
+        """An access of the core itself (a HW queue's pin): no driver ops, no context
+        reference, and its pins lock the area against unmap."""
         self.ioas: IommufdIoas | None = None
         self.ioas_unpin: IommufdIoas | None = None
         self.iova_alignment = PAGE_SIZE if ops.needs_pin_pages else 1
@@ -56,7 +60,8 @@ class IommufdAccess(IommufdObject):
                 iommufd_access_change_ioas(self, None)
             except OSError:
                 self.ictx.kernel.warn_on(True, "iommufd_access_destroy_object")
-        self.ictx.ctx_put()
+        if not self.internal:
+            self.ictx.ctx_put()
 
 
 def iommufd_access_create(ictx: IommufdCtx, ops: AccessOps, data: Any) -> IommufdAccess:
@@ -66,6 +71,26 @@ def iommufd_access_create(ictx: IommufdCtx, ops: AccessOps, data: Any) -> Iommuf
     ictx.ctx_get()
     ictx.object_finalize(access)
     return access
+
+
+_INTERNAL_OPS = AccessOps(needs_pin_pages=True, unmap=None)
+
+
+def iommufd_access_create_internal(ictx: IommufdCtx) -> IommufdAccess:
+    """iommufd_access_create_internal(): a published access object the core pins
+    through; it takes no context reference."""
+    access = ictx.object_alloc(IommufdAccess(ictx, _INTERNAL_OPS, None, internal=True))
+    access.users += 1
+    access.iova_alignment = PAGE_SIZE
+    ictx.object_finalize(access)
+    return access
+
+
+def iommufd_access_attach_internal(access: IommufdAccess, ioas: IommufdIoas) -> None:
+    """iommufd_access_attach_internal()."""
+    if access.ictx.kernel.warn_on(access.ioas is not None, "access already attached"):
+        raise kerr(EINVAL)
+    iommufd_access_change_ioas(access, ioas)
 
 
 def iommufd_access_destroy(access: IommufdAccess) -> None:
@@ -142,8 +167,11 @@ def iommufd_access_notify_unmap(iopt: IoPagetable, iova: int, length: int) -> No
             access.users -= 1
 
 
-def _area_remove(area: IoptArea, start_index: int, last_index: int) -> None:
+def _area_remove(area: IoptArea, start_index: int, last_index: int,
+                 unlock_area: bool) -> None:
     assert area.pages is not None
+    if unlock_area:
+        area.num_locks -= 1
     area.num_accesses -= 1
     area.pages.remove_access(start_index, last_index)
 
@@ -161,7 +189,7 @@ def iommufd_access_unpin_pages(access: IommufdAccess, iova: int, length: int) ->
     walk, done = ioas.iopt.contig_areas(iova, last_iova)
     for area, cur in walk:
         _area_remove(area, area.iova_to_index(cur),
-                     area.iova_to_index(min(last_iova, area.last)))
+                     area.iova_to_index(min(last_iova, area.last)), access.internal)
     kernel.warn_on(not done, "iommufd_access_unpin_pages: not contiguous")
 
 
@@ -196,7 +224,9 @@ def iommufd_access_pin_pages(access: IommufdAccess, iova: int, length: int,
                              flags: int) -> list[PhysPage]:
     """iommufd_access_pin_pages(): the pages under ``[iova, iova+length)``, pinned."""
     kernel = access.ictx.kernel
-    if kernel.warn_on(access.iova_alignment != PAGE_SIZE or access.ops.unmap is None,
+    internal = access.internal
+    if kernel.warn_on(access.iova_alignment != PAGE_SIZE
+                      or (not internal and access.ops.unmap is None),
                       "pin_pages without pin ops"):
         raise kerr(EINVAL)
     ioas, last_iova = _access_range(access, iova, length)
@@ -215,12 +245,14 @@ def iommufd_access_pin_pages(access: IommufdAccess, iova: int, length: int,
             assert area.pages is not None
             out.extend(area.pages.add_access(index, last_index, flags))
             area.num_accesses += 1
+            if internal:
+                area.num_locks += 1
             added.append((area, index, last_index))
         if not done:
             raise kerr(ENOENT)
     except OSError:
         for area, index, last_index in added:
-            _area_remove(area, index, last_index)
+            _area_remove(area, index, last_index, internal)
         raise
     return out
 

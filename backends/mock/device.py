@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 import uapi_headers as u
 from backends.mock import mock_driver
 from backends.mock.errors import kerr
+from backends.mock.eventq import iommufd_auto_response_faults
 from backends.mock.fault import ATTACH_ALLOC, GROUP_ALLOC, HANDLE_ALLOC
 from backends.mock.iommu import IOMMU_NO_PASID
 from backends.mock.objects import IommufdObject, ObjType
@@ -66,8 +67,19 @@ class IommufdDevice(IommufdObject):
         self.dev = dev
         self.igroup: IommufdGroup | None = None
         self.enforce_cache_coherency = False
-        self.vdev: object | None = None
+        self.vdev: IommufdObject | None = None
+        """The device's vDEVICE (it holds a reference on the device)."""
         self.destroying = False
+
+    def pre_destroy(self) -> None:
+        """iommufd_device_pre_destroy(): no new vDEVICE from now on; a live one is
+        destroyed and its ID left as a tombstone, so it lets go of the device."""
+        self.destroying = True
+        vdev = self.vdev
+        if vdev is None or self.ictx.objects.load(vdev.id) is not vdev:
+            return
+        vdev.users += 1
+        self.ictx.tombstone_user(vdev)
 
     def destroy(self) -> None:
         """iommufd_device_destroy(): give back DMA ownership and the group."""
@@ -236,6 +248,7 @@ def iommufd_hw_pagetable_detach(idev: IommufdDevice, pasid: int) -> IommufdHwPag
     if not attach.device_array:
         _hwpt_detach_device(idev, pasid)
         del igroup.pasid_attach[pasid]
+        iommufd_auto_response_faults(hwpt, (hwpt, igroup, pasid))
     if hwpt_paging is not None and pasid == IOMMU_NO_PASID:
         hwpt_paging.ioas.iopt.remove_reserved_iova(idev.dev)
     iommufd_hw_pagetable_put(idev.ictx, hwpt)
@@ -295,6 +308,7 @@ def _do_replace(idev: IommufdDevice, pasid: int,
             assert hwpt_paging is not None
             _group_remove_reserved_iova(igroup, hwpt_paging)
         raise
+    iommufd_auto_response_faults(old_hwpt, (old_hwpt, igroup, pasid))
     old_paging = find_hwpt_paging(old_hwpt)
     if old_paging is not None and pasid == IOMMU_NO_PASID and (
             hwpt_paging is None or hwpt_paging.ioas is not old_paging.ioas):

@@ -40,6 +40,16 @@ MOCK_DEV_ALLOC = "mock_dev_create"                 # kzalloc -> ENOMEM
 HW_INFO_ALLOC = "mock_domain_hw_info"              # kzalloc -> ENOMEM
 STACCESS_ALLOC = "iommufd_test_alloc_access"       # kzalloc -> ENOMEM
 ACCESS_ITEM_ALLOC = "iommufd_test_access_pages"    # kzalloc of the item -> ENOMEM
+# vIOMMU, its queues and the mock driver's vIOMMU
+MMAP_ALLOC = "_iommufd_alloc_mmap"                 # kzalloc of the region -> ENOMEM
+EVENTQ_FILE = "iommufd_eventq_init"                # anon_inode_getfile -> ENOMEM
+VEVENT_ALLOC = "iommufd_viommu_report_event"       # kzalloc (GFP_NOWAIT) -> lost event
+IOPF_GROUP_ALLOC = "iopf_group_alloc"              # kzalloc -> the request is aborted
+FAULT_COOKIE_ALLOC = "iommufd_fault_fops_read"     # xa_alloc of the cookie -> ENOMEM
+HW_QUEUE_PAGES = "iommufd_hw_queue_alloc_phys"     # kvzalloc of the page array -> ENOMEM
+VIOMMU_PAGES = "mock_viommu_init"                  # __get_free_pages -> ENOMEM
+VIOMMU_INV_ALLOC = "mock_viommu_cache_invalidate"  # kzalloc of the commands -> ENOMEM
+NESTED_DOMAIN_ALLOC = "__mock_domain_alloc_nested"  # kzalloc -> ENOMEM
 
 
 class FaultInjector:

@@ -19,6 +19,7 @@ from backends.mock.device import (
     iommufd_hw_pagetable_detach,
 )
 from backends.mock.errors import kerr
+from backends.mock.eventq import iommufd_fault_iopf_handler
 from backends.mock.interval_tree import U64_MAX
 from backends.mock.iommu import IOMMU_NO_PASID, IommuDomain, PagingDomain
 from backends.mock.objects import IommufdObject, ObjType
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from backends.mock.ioas import IommufdIoas
     from backends.mock.main import IommufdCtx, Ucmd
     from backends.mock.mock_driver import UserData
+    from backends.mock.viommu import IommufdViommu
 
 _PAGING_VALID_FLAGS = (u.IOMMU_HWPT_ALLOC_NEST_PARENT | u.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
                        | u.IOMMU_HWPT_FAULT_ID_VALID | u.IOMMU_HWPT_ALLOC_PASID)
@@ -168,7 +170,10 @@ def iommufd_hwpt_alloc(ucmd: Ucmd) -> int:
             elif isinstance(pt_obj, HwptPaging):
                 hwpt = _hwpt_nested_alloc(ictx, pt_obj, idev, flags, data_len)
             elif pt_obj.obj_type == ObjType.VIOMMU:
-                raise kerr(EOPNOTSUPP)
+                # vIOMMU nesting (viommu.py): the vIOMMU allocates the nested HWPT.
+                viommu = cast("IommufdViommu", pt_obj)
+                hwpt = viommu.alloc_hwpt_nested(idev, flags, mock_driver.UserData(
+                    int(cmd.data_type), int(cmd.data_uptr), data_len))
             else:
                 raise kerr(EINVAL)
             try:
@@ -176,6 +181,8 @@ def iommufd_hwpt_alloc(ucmd: Ucmd) -> int:
                     fault = ictx.get_object(int(cmd.fault_id), ObjType.FAULT)
                     fault.users += 1
                     hwpt.fault = fault
+                    assert hwpt.domain is not None
+                    hwpt.domain.iopf_handler = iommufd_fault_iopf_handler
                     ictx.put_object(fault)
                 cmd.out_hwpt_id = hwpt.id
                 ucmd.respond(u.ffi.sizeof(cmd[0]))
@@ -246,6 +253,7 @@ def iommufd_hwpt_invalidate(ucmd: Ucmd) -> int:
     HWPT or any other non-nested object is EINVAL."""
     cmd = ucmd.cmd
     rc = 0
+    done_num = 0
     if cmd.__reserved:
         rc = EOPNOTSUPP
     elif cmd.entry_num and (not cmd.data_uptr or not cmd.entry_len
@@ -259,12 +267,17 @@ def iommufd_hwpt_invalidate(ucmd: Ucmd) -> int:
         except OSError as error:
             rc = error.errno or ENOENT
         else:
-            if pt_obj.obj_type in (ObjType.HWPT_NESTED, ObjType.VIOMMU):
+            if pt_obj.obj_type == ObjType.VIOMMU:
+                # vIOMMU invalidation (viommu.py): the driver handles the array.
+                done_num, rc = cast("IommufdViommu", pt_obj).cache_invalidate(
+                    int(cmd.data_type), int(cmd.data_uptr), int(cmd.entry_len),
+                    int(cmd.entry_num))
+            elif pt_obj.obj_type == ObjType.HWPT_NESTED:
                 rc = EOPNOTSUPP
             else:
                 rc = EINVAL
             ictx.put_object(pt_obj)
-    cmd.entry_num = 0
+    cmd.entry_num = done_num
     ucmd.respond(u.ffi.sizeof(cmd[0]))
     if rc:
         raise kerr(rc)

@@ -28,6 +28,7 @@ from backends.mock import (
     vfio_compat,
     viommu,
 )
+from backends.mock.driver import MmapObject, MmapTree
 from backends.mock.errors import ENOIOCTLCMD, kerr
 from backends.mock.fault import GET_OBJECT, IOMMUFD_FOPS_OPEN, OBJECT_ALLOC
 from backends.mock.files import File
@@ -61,6 +62,7 @@ class IommufdCtx:
         self.no_iommu_mode = False
         self.vfio_ioas: IommufdIoas | None = None
         self.file: IommufdFile | None = None
+        self.mt_mmap = MmapTree()
 
     @property
     def uaccess(self) -> UserAccess:
@@ -126,6 +128,10 @@ class IommufdCtx:
 
         With ``to_destroy`` the caller's own users reference is dropped first.
         """
+        if flags & REMOVE_WAIT and to_destroy is not None:
+            # The wait for wait_cnt holders: pre_destroy revokes the long-lived ones
+            # (a device's vDEVICE), the others are ioctls that finished long ago.
+            to_destroy.pre_destroy()
         loaded = self.objects.load(obj_id)
         if to_destroy is not None:
             if loaded is not to_destroy:
@@ -217,14 +223,29 @@ class IommufdCtx:
 
     def mmap(self, length: int, offset: int, prot: int, shared: bool) -> int:
         """iommufd_fops_mmap(): only driver-allocated regions (vIOMMU pages) map."""
-        if length % PAGE_SIZE:
+        # mmap(2) itself: a page-aligned offset, a length it rounds up to whole pages,
+        # so the VMA the fop sees always has a page-aligned length.
+        if length <= 0 or offset % PAGE_SIZE:
             raise kerr(EINVAL)
+        length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         if not shared:
             raise kerr(EINVAL)
         if prot & PROT_EXEC:
             raise kerr(EPERM)
-        # No driver region (iommufd_viommu_alloc_mmap) exists in this model yet.
-        raise kerr(ENXIO)
+        immap = self.mt_mmap.load(offset)
+        if immap is None or immap.owner.users == 0:
+            raise kerr(ENXIO)
+        # Only the exact region maps, not a part of it.
+        if offset != immap.start or length != immap.length:
+            raise kerr(ENXIO)
+        assert self.file is not None
+        obj = MmapObject(self.kernel.phys, immap, self.file)
+        obj.vma_open()
+        try:
+            return self.kernel.mm.mmap(length, prot=prot, shared=True, obj=obj)
+        except OSError:
+            obj.vma_close()
+            raise
 
 
 class Ucmd:

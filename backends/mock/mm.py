@@ -95,6 +95,9 @@ class PhysMem:
 class MemObject:
     """What a mapping's pages come from: anonymous memory or a memfd's page cache."""
 
+    pfnmap = False
+    """True for a VM_PFNMAP mapping (a driver's pages): the CPU reaches it, GUP does not."""
+
     def __init__(self, phys: PhysMem, *, hugetlb: bool = False) -> None:
         self.phys = phys
         self.hugetlb = hugetlb
@@ -131,6 +134,12 @@ class MemObject:
         for index in sorted(self.pages):
             twin.page(index).copy_from(self.pages[index])
         return twin
+
+    def vma_open(self) -> None:
+        """``vm_ops->open``: one more VMA maps the object (a split)."""
+
+    def vma_close(self) -> None:
+        """``vm_ops->close``: a VMA of the object went away."""
 
     def drop(self, first: int, last: int) -> None:
         """Free the pages ``[first, last]`` (their pins keep the PhysPage alive)."""
@@ -304,10 +313,12 @@ class Mm:
             cut_start = max(vma.start, addr)
             cut_end = min(vma.end, end)
             if vma.start < cut_start:
+                vma.obj.vma_open()
                 self._insert(Vma(vma.start, cut_start, vma.prot, vma.shared, vma.obj,
                                  vma.pgoff, vma.cow))
                 i += 1
             if cut_end < vma.end:
+                vma.obj.vma_open()
                 self._insert(Vma(cut_end, vma.end, vma.prot, vma.shared, vma.obj,
                                  vma.index_of(cut_end), vma.cow))
                 i += 1
@@ -318,6 +329,7 @@ class Mm:
                     vma.obj.drop(vma.index_of(cut_start), vma.index_of(cut_end - 1))
                 elif not vma.obj.nvmas and vma.obj.pages:
                     vma.obj.drop(min(vma.obj.pages), max(vma.obj.pages))
+            vma.obj.vma_close()
 
     def find_vma(self, addr: int) -> Vma | None:
         """The mapping containing ``addr``."""
@@ -461,6 +473,9 @@ class Mm:
             raise kerr(EFAULT)
         pages: list[PhysPage] = []
         for i in range(npages):
+            vma = self.find_vma(addr + i * PAGE_SIZE)
+            if vma is not None and vma.obj.pfnmap:
+                raise kerr(EFAULT)
             pages.append(self._fault(addr + i * PAGE_SIZE, write, longterm))
         return pages
 

@@ -15,8 +15,14 @@ from errno import EINVAL, ENOMEM, EOPNOTSUPP
 from typing import TYPE_CHECKING, Any
 
 import uapi_headers as u
+from backends.mock.driver import iommufd_viommu_get_vdev_id
 from backends.mock.errors import kerr
-from backends.mock.fault import DOMAIN_ALLOC, HW_INFO_ALLOC, MOCK_DEV_ALLOC
+from backends.mock.fault import (
+    DOMAIN_ALLOC,
+    HW_INFO_ALLOC,
+    MOCK_DEV_ALLOC,
+    NESTED_DOMAIN_ALLOC,
+)
 from backends.mock.iommu import DomainType, IommuDomain, PagingDomain
 from backends.mock.mm import PAGE_SIZE
 
@@ -120,8 +126,11 @@ class MockDev:
         self.name = f"iommufd_mock{self.id}"
         self.cache = [u.IOMMU_TEST_DEV_CACHE_DEFAULT] * u.MOCK_DEV_CACHE_NUM
         self.domain: IommuDomain | None = None
-        self.viommu: object | None = None
+        self.viommu: Any = None
+        """The ``MockViommu`` of the nested domain the device is attached to."""
         self.vdev_id = 0
+        self.iopf_refcount = 0
+        """Fault-capable domains attached: the device is on the IOPF queue while > 0."""
         self.pasid_1024_fake_error = False
         # "pasid-num-bits" decides dev->iommu->max_pasids.
         self.max_pasids = (min(1 << u.MOCK_PASID_WIDTH, iommu.max_pasids)
@@ -202,7 +211,64 @@ def mock_domain_alloc_pgtable(kernel: Kernel, pagetable_type: int, flags: int) -
 
 
 def mock_domain_nop_attach(domain: IommuDomain, dev: MockDev) -> None:
-    """mock_domain_nop_attach(): a dirty-tracking domain refuses a NO_DIRTY device."""
+    """mock_domain_nop_attach(): a dirty-tracking domain refuses a NO_DIRTY device; a
+    nested domain of a vIOMMU needs the device's vDEVICE there first (ENOENT)."""
     if domain.dirty_ops and dev.flags & u.MOCK_FLAGS_DEVICE_NO_DIRTY:
         raise kerr(EINVAL)
+    mock_dev_switch_viommu(domain, dev)
+    mock_dev_enable_iopf(dev, domain)
+    mock_dev_disable_iopf(dev, dev.domain)
     dev.domain = domain
+
+
+# -- vIOMMU nesting: the nested domain and what an attach to it changes ----------------
+
+class MockNestedDomain(IommuDomain):
+    """``struct mock_iommu_domain_nested``: a stage-1 domain with a 4-entry IOTLB,
+    tagged with the mock vIOMMU it was allocated from (None: from a nest parent)."""
+
+    def __init__(self, owner: Any, iotlb: int) -> None:
+        super().__init__(DomainType.NESTED, owner)
+        self.mock_viommu: Any = None
+        self.iotlb = [iotlb] * u.MOCK_NESTED_DOMAIN_IOTLB_NUM
+
+
+def mock_domain_alloc_nested_data(kernel: Kernel, user_data: UserData) -> MockNestedDomain:
+    """__mock_domain_alloc_nested(): IOMMU_HWPT_DATA_SELFTEST only (EOPNOTSUPP), its
+    ``iotlb`` seeds every IOTLB entry."""
+    if user_data.type != u.IOMMU_HWPT_DATA_SELFTEST:
+        raise kerr(EOPNOTSUPP)
+    cfg = iommu_copy_struct_from_user(kernel.uaccess, "struct iommu_hwpt_selftest",
+                                      user_data, u.IOMMU_HWPT_DATA_SELFTEST, "iotlb")
+    if kernel.should_fail(NESTED_DOMAIN_ALLOC):
+        raise kerr(ENOMEM)
+    return MockNestedDomain(mock_iommu(kernel), int(cfg.iotlb))
+
+
+def mock_dev_switch_viommu(domain: IommuDomain, dev: MockDev) -> None:
+    """The vIOMMU half of mock_domain_nop_attach(): a vIOMMU's nested domain records
+    the vIOMMU and the device's virtual ID in the device (ENOENT without a vDEVICE);
+    any other domain clears them."""
+    new_viommu = None
+    vdev_id = 0
+    if isinstance(domain, MockNestedDomain) and domain.mock_viommu is not None:
+        new_viommu = domain.mock_viommu
+        vdev_id = iommufd_viommu_get_vdev_id(new_viommu.core, dev)
+    if new_viommu is not dev.viommu:
+        dev.viommu = new_viommu
+        dev.vdev_id = vdev_id
+
+
+def mock_dev_enable_iopf(dev: MockDev, domain: IommuDomain | None) -> None:
+    """mock_dev_enable_iopf(): a fault-capable domain adds the device to the IOPF
+    queue (counted per attached fault-capable domain)."""
+    if domain is None or domain.iopf_handler is None:
+        return
+    dev.iopf_refcount += 1
+
+
+def mock_dev_disable_iopf(dev: MockDev, domain: IommuDomain | None) -> None:
+    """mock_dev_disable_iopf()."""
+    if domain is None or domain.iopf_handler is None:
+        return
+    dev.iopf_refcount -= 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import uapi_headers as u
 from backends.mock import access as acc
-from backends.mock import dmabuf, mock_driver
+from backends.mock import dmabuf, eventq, mock_driver
 from backends.mock.device import (
     IommufdDevice,
     iommufd_device_attach,
@@ -25,6 +25,7 @@ from backends.mock.device import (
     iommufd_device_unbind,
     iommufd_get_device,
 )
+from backends.mock.driver import iommufd_viommu_report_event
 from backends.mock.errors import kerr
 from backends.mock.fault import ACCESS_ITEM_ALLOC, STACCESS_ALLOC
 from backends.mock.files import File
@@ -483,17 +484,36 @@ def _test_dirty(ucmd: Ucmd) -> int:
         ictx.put_object(hwpt)
 
 
-def _test_trigger(ucmd: Ucmd) -> int:
-    """TRIGGER_IOPF / TRIGGER_VEVENT: the device lookup, then no fault/vIOMMU exists."""
-    cmd = ucmd.cmd
-    vevent = cmd.op == u.IOMMU_TEST_OP_TRIGGER_VEVENT
-    dev_id = int(cmd.trigger_vevent.dev_id if vevent else cmd.trigger_iopf.dev_id)
+def _test_trigger_iopf(ucmd: Ucmd) -> int:
+    """IOMMU_TEST_OP_TRIGGER_IOPF: report a last-page request (PASID_VALID unless the
+    PASID is 0) as the device's IOMMU would; an undeliverable one is dropped."""
+    cmd = ucmd.cmd.trigger_iopf
     ictx = ucmd.ictx
-    idev = iommufd_get_device(ictx, dev_id)
-    ictx.put_object(idev)
-    if vevent:
-        raise kerr(ENOENT)
-    # An IOPF to a device without a fault-capable domain is dropped by the core.
+    idev = iommufd_get_device(ictx, int(cmd.dev_id))
+    try:
+        flags = eventq.IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE
+        if cmd.pasid != IOMMU_NO_PASID:
+            flags |= eventq.IOMMU_FAULT_PAGE_REQUEST_PASID_VALID
+        eventq.iommu_report_device_fault(idev, flags, int(cmd.pasid), int(cmd.grpid),
+                                         int(cmd.perm), int(cmd.addr))
+    finally:
+        ictx.put_object(idev)
+    return 0
+
+
+def _test_trigger_vevent(ucmd: Ucmd) -> int:
+    """IOMMU_TEST_OP_TRIGGER_VEVENT: report ``{virt_id}`` of the device to the SELFTEST
+    vEVENTQ of its vIOMMU (ENOENT unless attached through a vIOMMU with a virtual ID)."""
+    ictx = ucmd.ictx
+    idev = iommufd_get_device(ictx, int(ucmd.cmd.trigger_vevent.dev_id))
+    try:
+        mdev = idev.dev
+        if mdev.viommu is None or not mdev.vdev_id:
+            raise kerr(ENOENT)
+        iommufd_viommu_report_event(mdev.viommu.core, u.IOMMU_VEVENTQ_TYPE_SELFTEST,
+                                    int(mdev.vdev_id).to_bytes(4, "little"))
+    finally:
+        ictx.put_object(idev)
     return 0
 
 
@@ -569,8 +589,8 @@ _OPS: dict[int, Callable[[Ucmd], int]] = {
     u.IOMMU_TEST_OP_DESTROY_ACCESS_PAGES: _test_destroy_access_pages,
     u.IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT: _test_set_temp_memory_limit,
     u.IOMMU_TEST_OP_DIRTY: _test_dirty,
-    u.IOMMU_TEST_OP_TRIGGER_IOPF: _test_trigger,
-    u.IOMMU_TEST_OP_TRIGGER_VEVENT: _test_trigger,
+    u.IOMMU_TEST_OP_TRIGGER_IOPF: _test_trigger_iopf,
+    u.IOMMU_TEST_OP_TRIGGER_VEVENT: _test_trigger_vevent,
     u.IOMMU_TEST_OP_PASID_ATTACH: _test_pasid_op,
     u.IOMMU_TEST_OP_PASID_REPLACE: _test_pasid_op,
     u.IOMMU_TEST_OP_PASID_DETACH: _test_pasid_op,

@@ -45,6 +45,23 @@ from harness.helpers.selftest import (
     test_cmd,
 )
 from harness.helpers.vfio_compat import TYPE1_RW, Type1Container, vfio_ioas
+from harness.helpers.viommu import (
+    EntryNum,
+    EventQueue,
+    VeventSequence,
+    fault_alloc,
+    hw_queue_alloc,
+    iommufd_mmap,
+    nested_hwpt_alloc,
+    read_vevents,
+    selftest_hwpt_data,
+    trigger_iopf,
+    trigger_vevents,
+    vdevice_alloc,
+    veventq_alloc,
+    viommu_alloc,
+    viommu_invalidate,
+)
 
 __all__ = [
     "DEV_IOMMU",
@@ -98,4 +115,23 @@ __all__ += [
     "option_set",
     "read_iova_ranges",
     "write_iova_ranges",
+]
+
+# vIOMMU, vDEVICE, HW queues and event queues (harness.helpers.viommu).
+__all__ += [
+    "EntryNum",
+    "EventQueue",
+    "VeventSequence",
+    "fault_alloc",
+    "hw_queue_alloc",
+    "iommufd_mmap",
+    "nested_hwpt_alloc",
+    "read_vevents",
+    "selftest_hwpt_data",
+    "trigger_iopf",
+    "trigger_vevents",
+    "vdevice_alloc",
+    "veventq_alloc",
+    "viommu_alloc",
+    "viommu_invalidate",
 ]

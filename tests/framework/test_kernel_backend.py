@@ -209,8 +209,23 @@ def test_mapping_table_splits_partial_unmaps():
     table.add(0x10000, 0x4000)
     table.remove(0x11000, 0x1000)
     assert table.ranges() == [(0x10000, 0x1000), (0x12000, 0x2000)]
+    assert table.covers(0x12000, 0x2000) and not table.covers(0x10000, 0x2000)
     table.remove(0x0, 0x100000)
     assert len(table) == 0
+
+
+def test_iommufd_mappings_are_read_by_the_cpu(be):
+    # /proc/self/mem cannot reach io_remap_pfn_range mappings (a vIOMMU's mmap region),
+    # so mappings of the iommufd path go through CPU loads and stores; a memfd stands
+    # in for /dev/iommu here.
+    fd = be.memfd(be.page_size, "iommufd-standin")
+    be.dev_iommu = os.readlink(f"/proc/self/fd/{fd}")
+    addr = be.mmap(fd, be.page_size)
+    be.poke(addr + 4, b"\x01\x02\x03")
+    assert be.peek(addr, 8) == b"\0\0\0\0\x01\x02\x03\0"
+    assert be._io_maps.covers(addr, be.page_size)
+    be.munmap(addr, be.page_size)
+    assert not be._io_maps.covers(addr, 1)
 
 
 # -- fail-nth ---------------------------------------------------------------------

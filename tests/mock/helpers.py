@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import uapi_headers as u
@@ -137,3 +138,28 @@ class Fd:
 
     def close(self) -> None:
         self.be.close(self.fd)
+
+
+def fail_nth_sweep(be: MockBackend, scenario: Callable[[int], None], buf: int,
+                   length: int) -> int:
+    """iommufd_fail_nth's loop on the mock: run ``scenario(nth)`` for nth = 1, 2, ...
+    until the armed fault is no longer reached; after each run close every fd and
+    require no pin left on ``[buf, buf+length)`` and no WARN. Returns the last nth."""
+    nth = 1
+    while True:
+        try:
+            scenario(nth)
+        except OSError:
+            pass
+        fired = be.fail_nth_read() == 0
+        be.fail_nth_write(0)
+        for leftover in be.kernel.files.fds():
+            be.close(leftover)
+        checker = Fd(be)
+        checker.check_refs(buf, length, 0)
+        checker.close()
+        assert be.warnings == [], (nth, be.kernel.fault.fired_at, be.warnings)
+        if not fired:
+            return nth
+        nth += 1
+        assert nth < 500

@@ -7,7 +7,7 @@ from errno import ENOENT
 import uapi_headers as u
 from backends.mock import MockBackend
 from backends.mock.fault import FaultInjector
-from tests.mock.helpers import PAGE_SIZE, Fd, errno_of
+from tests.mock.helpers import PAGE_SIZE, Fd, errno_of, fail_nth_sweep
 
 
 def test_counter_semantics() -> None:
@@ -46,25 +46,7 @@ def _scenario(fd: Fd, buf: int, nth: int) -> None:
 def test_sweep_unwinds_without_leaks() -> None:
     be = MockBackend()
     buf = be.alloc(16 * PAGE_SIZE)
-    nth = 1
-    while True:
-        fd = Fd(be)
-        try:
-            _scenario(fd, buf, nth)
-        except OSError:
-            pass
-        fired = be.fail_nth_read() == 0
-        be.fail_nth_write(0)
-        for leftover in be.kernel.files.fds():
-            be.close(leftover)
-        checker = Fd(be)
-        checker.check_refs(buf, 16 * PAGE_SIZE, 0)
-        checker.close()
-        assert be.warnings == [], (nth, be.warnings)
-        if not fired:
-            break
-        nth += 1
-        assert nth < 500
+    nth = fail_nth_sweep(be, lambda n: _scenario(Fd(be), buf, n), buf, 16 * PAGE_SIZE)
     assert nth > 20  # the scenario does walk many fault points
     fd = Fd(be)
     _scenario(fd, buf, 0)  # and still works without injection
