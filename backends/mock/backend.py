@@ -198,6 +198,10 @@ class MockBackend(Backend):
         if self.kernel.task.set_capability(name, True) is None:
             raise BackendError(f"mock: capability {name!r} is not modelled")
 
+    def kernel_warnings(self) -> list[str]:
+        """The WARN_ONs the model hit so far (see :attr:`warnings`)."""
+        return list(self.kernel.warnings)
+
     @property
     def warnings(self) -> list[str]:
         """The WARN_ONs the model hit (a kernel WARN is a bug)."""
