@@ -22,6 +22,7 @@ from _pytest.nodes import Node
 from _pytest.runner import CallInfo, runtestprotocol
 
 from backends.contract import Backend, BackendError, Features
+from backends.kernel import faultinject
 from harness import fail_nth as engine
 from harness import kselftest, ktap
 
@@ -43,6 +44,11 @@ def addoption(group: Any) -> None:
         "--fail-nth-limit", dest="iommufd_fail_nth_limit", type=int,
         default=engine.DEFAULT_LIMIT, metavar="N",
         help=f"stop a sweep at fault point N (default {engine.DEFAULT_LIMIT})")
+    group.addoption(
+        "--fail-nth-on-host", dest="iommufd_fail_nth_host", action="store_true",
+        default=False,
+        help="allow fail_nth fault injection on a real host's kernel backend (env "
+             f"{faultinject.HOST_OPT_IN_ENV}=1); it can destabilise the machine")
 
 
 def register(config: pytest.Config) -> None:
@@ -50,6 +56,9 @@ def register(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}: sweep this case with fail_nth fault injection")
     config.stash[_REPORTS] = []
+    if config.getoption("iommufd_fail_nth_host"):
+        # The kernel backend reads the opt-in where it arms (backends.kernel.faultinject).
+        os.environ[faultinject.HOST_OPT_IN_ENV] = "1"
     config.pluginmanager.register(_Hooks(config), "iommufd-fail-nth")
 
 
