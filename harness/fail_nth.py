@@ -70,6 +70,9 @@ class SweepReport:
     runs: list[RunResult] = field(default_factory=list)
     #: set when the sweep stopped for a reason that is no single run's (the limit)
     aborted: str | None = None
+    #: faults injected during the sweep per kernel fault attribute (``failslab``,
+    #: ``fail_iommufd``, ...), where the backend can count them; see ``Tally``
+    injected: dict[str, int] | None = None
 
     @property
     def points(self) -> int:
@@ -102,6 +105,19 @@ class SweepReport:
         if self.failures:
             text += f" (first: {self.failures[0]})"
         return text
+
+
+#: Counts the faults injected so far on a backend, per fault attribute (None where the
+#: backend cannot tell); the sweep reports the difference over each scenario.
+Tally = Callable[[Backend], "dict[str, int] | None"]
+
+
+def injected_between(before: dict[str, int] | None,
+                     after: dict[str, int] | None) -> dict[str, int] | None:
+    """Per-attribute faults injected between two :data:`Tally` readings."""
+    if before is None or after is None:
+        return None
+    return {name: after[name] - before.get(name, 0) for name in sorted(after)}
 
 
 def outcome_of(error: BaseException | None) -> tuple[str, str | None]:

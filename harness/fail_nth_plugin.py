@@ -30,6 +30,8 @@ MARKER = "iommufd_fail_nth"
 SWEEP_ENV = "IOMMUFD_FAIL_NTH"
 
 _STATE = pytest.StashKey["ItemSweep"]()
+#: set by a report that wants each sweep's injected faults counted (fail_nth_lineup)
+TALLY = pytest.StashKey[engine.Tally]()
 _REPORTS = pytest.StashKey[list[tuple[str, engine.SweepReport]]]()
 
 
@@ -49,6 +51,9 @@ def addoption(group: Any) -> None:
         default=False,
         help="allow fail_nth fault injection on a real host's kernel backend (env "
              f"{faultinject.HOST_OPT_IN_ENV}=1); it can destabilise the machine")
+    from harness import fail_nth_lineup  # it builds on this module
+
+    fail_nth_lineup.addoption(group)
 
 
 def register(config: pytest.Config) -> None:
@@ -60,6 +65,9 @@ def register(config: pytest.Config) -> None:
         # The kernel backend reads the opt-in where it arms (backends.kernel.faultinject).
         os.environ[faultinject.HOST_OPT_IN_ENV] = "1"
     config.pluginmanager.register(_Hooks(config), "iommufd-fail-nth")
+    from harness import fail_nth_lineup
+
+    fail_nth_lineup.register(config)
 
 
 class Arm:
@@ -84,8 +92,10 @@ class Arm:
 class ItemSweep:
     """The sweep state of one case: the run's fault point, arming and read-back."""
 
-    def __init__(self, self_arming: bool) -> None:
+    def __init__(self, self_arming: bool, tally: engine.Tally | None = None) -> None:
         self.self_arming = self_arming
+        self.tally = tally
+        self.tally_before: dict[str, int] | None = None
         self.nth = 0
         self.armed = False
         self.fired = False
@@ -99,6 +109,8 @@ class ItemSweep:
     def checker(self, backend: Backend) -> engine.LeakCheck:
         if self.leaks is None or self.leaks.backend is not backend:
             self.leaks = engine.LeakCheck(backend)
+            if self.tally is not None:  # first sight of the backend: nothing armed yet
+                self.tally_before = self.tally(backend)
         return self.leaks
 
     def watch(self, backend: Backend, addr: int, length: int) -> None:
@@ -164,7 +176,8 @@ class _Hooks:
             return None  # not ours: pytest runs it as usual
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        state = ItemSweep("fail_nth" in getattr(item, "fixturenames", ()))
+        state = ItemSweep("fail_nth" in getattr(item, "fixturenames", ()),
+                          self.config.stash.get(TALLY, None))
         item.stash[_STATE] = state
         name = kselftest.name_of(item) or item.nodeid
         last: list[pytest.TestReport] = []
@@ -181,6 +194,9 @@ class _Hooks:
         engine.sweep(run, limit=limit, report=report)
         if state.leaks is not None:
             report.backend = state.leaks.backend.spec
+            if state.tally is not None:
+                report.injected = engine.injected_between(
+                    state.tally_before, state.tally(state.leaks.backend))
         del item.stash[_STATE]
         self._finish(item, nextitem, last, report)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

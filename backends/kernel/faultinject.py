@@ -241,19 +241,41 @@ def count_injected(argv: Sequence[str], root: str = DEBUGFS,
             "injected": injected, "total": sum(injected.values())}
 
 
+def tally(root: str = DEBUGFS) -> dict[str, int]:
+    """Faults injected so far per fault attribute, machine-wide, since counting began.
+
+    The first call raises every attribute's ``times`` to a large count (it starts at
+    1); from then on each injected fault lowers it by one.
+    """
+    files = _times_files(root)
+    counts: dict[str, int] = {}
+    for name, path in files.items():
+        left = _read_int(path)
+        if left < _COUNT_TIMES // 2:  # never raised: start counting now
+            _write(path, _COUNT_TIMES)
+            left = _COUNT_TIMES
+        counts[name] = _COUNT_TIMES - left
+    return counts
+
+
 def main(args: Sequence[str] | None = None) -> int:
-    """``count -- PROGRAM ARGS...``: print :func:`count_injected`'s result as JSON."""
+    """``count -- PROGRAM ARGS...`` (:func:`count_injected`) or ``tally``
+    (:func:`tally`): print the result as JSON."""
     parser = argparse.ArgumentParser(prog="python3 -m backends.kernel.faultinject")
+    parser.add_argument("--debugfs", default=DEBUGFS)
     sub = parser.add_subparsers(dest="command", required=True)
     count = sub.add_parser("count", help="run a program, count the faults injected into it")
-    count.add_argument("--debugfs", default=DEBUGFS)
     count.add_argument("argv", nargs=argparse.REMAINDER)
+    sub.add_parser("tally", help="faults injected so far per fault attribute")
     opts = parser.parse_args(args)
-    argv = opts.argv[1:] if opts.argv[:1] == ["--"] else opts.argv
-    if not argv:
+    argv: list[str] = list(getattr(opts, "argv", []))
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if opts.command == "count" and not argv:
         parser.error("count: no program given")
     try:
-        result = count_injected(argv, opts.debugfs)
+        result: Any = (count_injected(argv, opts.debugfs) if opts.command == "count"
+                       else tally(opts.debugfs))
     except (BackendError, OSError, subprocess.SubprocessError) as error:
         print(f"faultinject: {error}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ fail_nth sweep walks the same error paths in the same order.
 
 from __future__ import annotations
 
+from collections import Counter
 from errno import EINVAL
 
 from backends.mock.errors import kerr
@@ -42,12 +43,27 @@ STACCESS_ALLOC = "iommufd_test_alloc_access"       # kzalloc -> ENOMEM
 ACCESS_ITEM_ALLOC = "iommufd_test_access_pages"    # kzalloc of the item -> ENOMEM
 
 
+#: The points that are ``iommufd_should_fail()`` (the kernel's ``fail_iommufd`` fault
+#: attribute); the others are allocations, which the kernel fails through ``failslab``.
+IOMMUFD_SHOULD_FAIL = frozenset({
+    GET_OBJECT, RESV_REGIONS, TEMP_KMALLOC, USER_PIN, UPDATE_PINNED, PAGES_TO_XARRAY,
+    RW_PAGE,
+})
+
+
+def fault_attr(site: str) -> str:
+    """The kernel fault attribute (debugfs name) that fails at ``site``."""
+    return "fail_iommufd" if site in IOMMUFD_SHOULD_FAIL else "failslab"
+
+
 class FaultInjector:
     """The simulated task's fail-nth counter."""
 
     def __init__(self) -> None:
         self._nth = 0
         self.fired_at: str | None = None
+        self.injected: Counter[str] = Counter()
+        """Faults injected so far per fault attribute (as debugfs ``times`` counts down)."""
         """The fault point that fired last (for diagnostics)."""
         self.trace: list[str] | None = None
         """Set to a list to record every fault point reached (for sweeps and tests)."""
@@ -74,5 +90,6 @@ class FaultInjector:
         self._nth = nth
         if nth == 0:
             self.fired_at = site
+            self.injected[fault_attr(site)] += 1
             return True
         return False
