@@ -12,7 +12,8 @@ fail_nth sweep walks the same error paths in the same order.
 from __future__ import annotations
 
 from collections import Counter
-from errno import EINVAL
+from collections.abc import Callable
+from errno import EINVAL, ENOMEM
 
 from backends.mock.errors import kerr
 
@@ -27,6 +28,7 @@ PAGES_LIST_ALLOC = "iopt_get_pages"                # kzalloc of a list element -
 ALLOWED_ALLOC = "iommufd_ioas_load_iovas"          # kzalloc -> ENOMEM
 RESERVED_ALLOC = "iopt_reserve_iova"               # kzalloc -> ENOMEM
 TEMP_KMALLOC = "temp_kmalloc"                      # iommufd_should_fail -> ENOMEM
+TEMP_KMALLOC_SLAB = "temp_kmalloc:kmalloc"         # kmalloc -> retry at PAGE_SIZE, ENOMEM
 USER_PIN = "pfn_reader_user_pin"                   # iommufd_should_fail -> EFAULT
 UPDATE_PINNED = "pfn_reader_user_update_pinned"    # iommufd_should_fail -> ENOMEM
 PAGES_TO_XARRAY = "pages_to_xarray"                # iommufd_should_fail -> EINVAL
@@ -54,6 +56,23 @@ IOMMUFD_SHOULD_FAIL = frozenset({
 def fault_attr(site: str) -> str:
     """The kernel fault attribute (debugfs name) that fails at ``site``."""
     return "fail_iommufd" if site in IOMMUFD_SHOULD_FAIL else "failslab"
+
+
+def temp_kmalloc(should_fail: Callable[[str], bool], size: int, limit: int,
+                 page_size: int) -> int:
+    """pages.c's temp_kmalloc() without a backup buffer: the bytes granted, or ENOMEM.
+
+    Three fault points: iommufd_should_fail(), the kmalloc of ``min(size, limit)``
+    (when it fails, a second kmalloc of one page is tried: a bigger batch, no error),
+    and that second kmalloc.
+    """
+    if should_fail(TEMP_KMALLOC):
+        raise kerr(ENOMEM)
+    if not should_fail(TEMP_KMALLOC_SLAB):
+        return min(size, limit)
+    if should_fail(TEMP_KMALLOC_SLAB):
+        raise kerr(ENOMEM)
+    return page_size
 
 
 class FaultInjector:
