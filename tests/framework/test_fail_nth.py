@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from errno import EFAULT, ENOMEM
 from pathlib import Path
 
@@ -9,7 +11,8 @@ import pytest
 
 from backends.contract import BackendError
 from backends.kernel import faultinject
-from harness import fail_nth
+from backends.mock import MockBackend
+from harness import fail_nth, fail_nth_lineup
 
 # A scenario in the style of the ported basic_fail_nth ones: setup, then enable, then a
 # chain that pins pages into a mock domain in batches of 4 (the 32-byte memory limit).
@@ -255,3 +258,40 @@ def test_count_injected_reads_the_drop_of_times(tmp_path: Path) -> None:
     assert result["injected"] == {"fail_iommufd": 2, "failslab": 5} and result["total"] == 7
     assert result["status"] == 0 and result["output"] == "ran\n"
     assert (tmp_path / "failslab" / "times").read_text() == "1"  # restored
+
+
+# -- the C lineup ---------------------------------------------------------------------
+
+class FakeGuest:
+    """A guest runner whose faultinject answers are canned (what ran is recorded)."""
+
+    spec = "qemu:fake"
+
+    def __init__(self, answers: dict[str, object]) -> None:
+        self.answers = answers
+        self.ran: list[list[str]] = []
+
+    def run(self, argv: Sequence[str], timeout: float = 600.0) -> tuple[int, bytes, bool]:
+        self.ran.append(list(argv))
+        return 0, json.dumps(self.answers[argv[3]]).encode() + b"\n", False
+
+
+def test_c_scenario_points_come_from_the_drop_of_times() -> None:
+    tap = "TAP version 13\n1..1\nok 1 basic_fail_nth.map_domain\n# PASSED: 1 / 1\n"
+    guest = FakeGuest({"count": {"status": 0, "output": tap, "total": 12,
+                                 "injected": {"fail_iommufd": 5, "failslab": 7}}})
+    points, injected, verdict = fail_nth_lineup.count_c_scenario(guest, "map_domain")
+    assert (points, injected, verdict) == (12, {"fail_iommufd": 5, "failslab": 7}, "ok")
+    assert guest.ran == [["python3", "-m", "backends.kernel.faultinject", "count", "--",
+                          "/selftests/iommufd_fail_nth", "-t", "map_domain"]]
+    guest.answers["tally"] = {"failslab": 3}
+    assert fail_nth_lineup.tally(guest) == {"failslab": 3}  # type: ignore[arg-type]
+
+
+def test_mock_tally_counts_per_fault_attribute() -> None:
+    mock = MockBackend()
+    assert fail_nth_lineup.tally(mock) == {}
+    mock.fail_nth_write(1)
+    with pytest.raises(OSError):
+        mock.open("/dev/iommu")  # iommufd_fops_open's kzalloc: a failslab point
+    assert fail_nth_lineup.tally(mock) == {"failslab": 1}
