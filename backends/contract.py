@@ -210,6 +210,12 @@ class Backend(abc.ABC):
         """Read back fail-nth: 0 once the fault fired, N>0 if the N-th point was not reached."""
         raise BackendError(f"{self.spec}: no fail_nth fault injection")
 
+    def kernel_warnings(self) -> list[str]:
+        """The kernel WARNs seen so far, oldest first: leak checks compare the count
+        before and after a run. ``[]`` where a splat surfaces otherwise (a guest's
+        splat fails the call it happens during)."""
+        return []
+
     # -- processes -------------------------------------------------------
     def fork_child(self) -> Backend:
         """fork(2): a backend whose calls run in a child process of this one.

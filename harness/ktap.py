@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OUTCOMES = ("pass", "fail", "xfail", "xpass", "skip", "error")
+#: the ``user_properties`` key of a report line printed as a diagnostic before the case
+DIAGNOSTIC = "ktap_diagnostic"
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class CaseResult:
     name: str
     outcome: str  # one of OUTCOMES
     reason: str = ""
+    diagnostics: tuple[str, ...] = ()  # ``# ...`` lines printed before the result line
 
 
 def _one_line(text: str) -> str:
@@ -55,7 +58,9 @@ def render(results: list[CaseResult], header: list[str] | None = None) -> str:
     """The whole report: version line, plan, optional ``#`` header lines, cases, totals."""
     lines = ["KTAP version 1", f"1..{len(results)}"]
     lines += [f"# {_one_line(h)}" for h in header or []]
-    lines += [case_line(i, r) for i, r in enumerate(results, start=1)]
+    for number, result in enumerate(results, start=1):
+        lines += [f"# {_one_line(d)}" for d in result.diagnostics]
+        lines.append(case_line(number, result))
     lines.append(totals_line(results))
     return "\n".join(lines) + "\n"
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from backends import BACKEND_SPECS, Backend, BackendError, Features, open_backend, parse_spec
-from harness import known_issues, kselftest, ktap, lineup_report
+from harness import fail_nth_plugin, known_issues, kselftest, ktap, lineup_report
 from harness.helpers.core import Iommufd, SelftestGlobals
 from harness.helpers.selftest import check_refs
 
@@ -67,6 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--guest-backend", dest="iommufd_guest_backend", metavar="SPEC", default=None,
         help="the backend of the session inside the guest with --qemu-run=guest "
              "(default kernel: the guest's own /dev/iommu; env IOMMUFD_GUEST_BACKEND)")
+    fail_nth_plugin.addoption(group)
 
 
 def _specs(config: pytest.Config) -> list[str]:
@@ -95,6 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[ISSUES_KEY] = known_issues.load()
     recorder = KtapRecorder(config)
     config.pluginmanager.register(recorder, "iommufd-ktap")
+    fail_nth_plugin.register(config)
 
     def opened_backends() -> dict[str, Backend]:
         return config.stash[BACKENDS_KEY]
@@ -331,7 +333,8 @@ class KtapRecorder:
         if previous is not None and previous.outcome not in ("pass", "xpass"):
             return
         name = self.config.stash[NAMES_KEY].get(report.nodeid, report.nodeid)
-        self.results[report.nodeid] = ktap.CaseResult(name, outcome, _reason(report))
+        notes = tuple(str(v) for k, v in report.user_properties if k == ktap.DIAGNOSTIC)
+        self.results[report.nodeid] = ktap.CaseResult(name, outcome, _reason(report), notes)
 
     def outcomes(self) -> dict[str, str]:
         """``{kselftest name: outcome}`` of the ported cases run so far."""

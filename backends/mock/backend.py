@@ -303,6 +303,10 @@ class MockBackend(Backend):
         self._splats_taken = len(self.kernel.warnings)
         return [f"WARNING: {what}" for what in taken]
 
+    def kernel_warnings(self) -> list[str]:
+        """The WARN_ONs the model hit so far (see :attr:`warnings`)."""
+        return list(self.kernel.warnings)
+
     @property
     def warnings(self) -> list[str]:
         """The WARN_ONs the model hit (a kernel WARN is a bug)."""

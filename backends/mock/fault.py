@@ -11,7 +11,9 @@ fail_nth sweep walks the same error paths in the same order.
 
 from __future__ import annotations
 
-from errno import EINVAL
+from collections import Counter
+from collections.abc import Callable
+from errno import EINVAL, ENOMEM
 
 from backends.mock.errors import kerr
 
@@ -26,6 +28,7 @@ PAGES_LIST_ALLOC = "iopt_get_pages"                # kzalloc of a list element -
 ALLOWED_ALLOC = "iommufd_ioas_load_iovas"          # kzalloc -> ENOMEM
 RESERVED_ALLOC = "iopt_reserve_iova"               # kzalloc -> ENOMEM
 TEMP_KMALLOC = "temp_kmalloc"                      # iommufd_should_fail -> ENOMEM
+TEMP_KMALLOC_SLAB = "temp_kmalloc:kmalloc"         # kmalloc -> retry at PAGE_SIZE, ENOMEM
 USER_PIN = "pfn_reader_user_pin"                   # iommufd_should_fail -> EFAULT
 UPDATE_PINNED = "pfn_reader_user_update_pinned"    # iommufd_should_fail -> ENOMEM
 PAGES_TO_XARRAY = "pages_to_xarray"                # iommufd_should_fail -> EINVAL
@@ -52,12 +55,44 @@ VIOMMU_INV_ALLOC = "mock_viommu_cache_invalidate"  # kzalloc of the commands -> 
 NESTED_DOMAIN_ALLOC = "__mock_domain_alloc_nested"  # kzalloc -> ENOMEM
 
 
+#: The points that are ``iommufd_should_fail()`` (the kernel's ``fail_iommufd`` fault
+#: attribute); the others are allocations, which the kernel fails through ``failslab``.
+IOMMUFD_SHOULD_FAIL = frozenset({
+    GET_OBJECT, RESV_REGIONS, TEMP_KMALLOC, USER_PIN, UPDATE_PINNED, PAGES_TO_XARRAY,
+    RW_PAGE,
+})
+
+
+def fault_attr(site: str) -> str:
+    """The kernel fault attribute (debugfs name) that fails at ``site``."""
+    return "fail_iommufd" if site in IOMMUFD_SHOULD_FAIL else "failslab"
+
+
+def temp_kmalloc(should_fail: Callable[[str], bool], size: int, limit: int,
+                 page_size: int) -> int:
+    """pages.c's temp_kmalloc() without a backup buffer: the bytes granted, or ENOMEM.
+
+    Three fault points: iommufd_should_fail(), the kmalloc of ``min(size, limit)``
+    (when it fails, a second kmalloc of one page is tried: a bigger batch, no error),
+    and that second kmalloc.
+    """
+    if should_fail(TEMP_KMALLOC):
+        raise kerr(ENOMEM)
+    if not should_fail(TEMP_KMALLOC_SLAB):
+        return min(size, limit)
+    if should_fail(TEMP_KMALLOC_SLAB):
+        raise kerr(ENOMEM)
+    return page_size
+
+
 class FaultInjector:
     """The simulated task's fail-nth counter."""
 
     def __init__(self) -> None:
         self._nth = 0
         self.fired_at: str | None = None
+        self.injected: Counter[str] = Counter()
+        """Faults injected so far per fault attribute (as debugfs ``times`` counts down)."""
         """The fault point that fired last (for diagnostics)."""
         self.trace: list[str] | None = None
         """Set to a list to record every fault point reached (for sweeps and tests)."""
@@ -84,5 +119,6 @@ class FaultInjector:
         self._nth = nth
         if nth == 0:
             self.fired_at = site
+            self.injected[fault_attr(site)] += 1
             return True
         return False

@@ -25,9 +25,9 @@ from backends.mock.fault import (
     PAGES_ALLOC,
     PAGES_TO_XARRAY,
     RW_PAGE,
-    TEMP_KMALLOC,
     UPDATE_PINNED,
     USER_PIN,
+    temp_kmalloc,
 )
 from backends.mock.files import File, MemfdFile
 from backends.mock.interval_tree import U64_MAX
@@ -54,6 +54,7 @@ IOMMUFD_ACCESS_RW_SLOW_PATH = 1 << 2
 """The selftest-only flag that forces the "other mm" paths (``__IOMMUFD_ACCESS_RW_SLOW_PATH``)."""
 
 _POINTER_SIZE = 8
+_BATCH_ELEM_SIZE = 8 + 4  # struct pfn_batch: one unsigned long pfn and one u32 npfns
 
 
 class IoptPagesAccess:
@@ -289,19 +290,19 @@ class IoptPages:
         holds are pinned from the source. Returns the newly pinned indexes (the caller
         must cover or :meth:`unpin` them); all-or-nothing."""
         kernel = self.kernel
-        if kernel.should_fail(TEMP_KMALLOC):  # batch_init()
-            raise kerr(ENOMEM)
+        npages = last - first + 1
+        # batch_init(): the pfns + npfns array
+        temp_kmalloc(kernel.should_fail, npages * _BATCH_ELEM_SIZE, kernel.test_memory_limit,
+                     PAGE_SIZE)
         if self.type == IOPT_ADDRESS_DMABUF:
             return []  # read from the exporter's memory, never pinned
         runs = self._unpinned_runs(first, last)
         if not runs:
             return []
-        if kernel.should_fail(TEMP_KMALLOC):  # the upages / ufolios array
-            raise kerr(ENOMEM)
-        # temp_kmalloc() caps the array at the (selftest-tunable) memory limit.
-        unum = max(1, min((last - first + 1) * _POINTER_SIZE,
-                          kernel.test_memory_limit) // _POINTER_SIZE)
-        return self._pin_runs(runs, unum)
+        # The upages / ufolios array, capped at the (selftest-tunable) memory limit.
+        size = temp_kmalloc(kernel.should_fail, npages * _POINTER_SIZE,
+                            kernel.test_memory_limit, PAGE_SIZE)
+        return self._pin_runs(runs, max(1, size // _POINTER_SIZE))
 
     def unpin(self, indexes: list[int]) -> None:
         """Unpin pages this reader pinned that nothing covers (pfn_reader_unpin)."""

@@ -252,7 +252,7 @@ def test_fail_nth_window_arms_only_around_the_call(tmp_path):
     before the call, disarmed (0) right after, the remaining count kept."""
     path = tmp_path / "fail-nth"
     path.write_text("0")
-    nth = faultinject.FailNth(str(path), debugfs=str(tmp_path))
+    nth = faultinject.FailNth(str(path), debugfs=str(tmp_path), allowed=True)
     nth.write(7)
     assert path.read_text() == "0"  # not armed while Python runs
 
@@ -272,7 +272,7 @@ def test_fail_nth_window_arms_only_around_the_call(tmp_path):
 def test_fail_nth_counts_are_per_thread(tmp_path):
     path = tmp_path / "fail-nth"
     path.write_text("0")
-    nth = faultinject.FailNth(str(path), debugfs=str(tmp_path))
+    nth = faultinject.FailNth(str(path), debugfs=str(tmp_path), allowed=True)
     nth.write(3)
     other = []
     t = threading.Thread(target=lambda: other.append(nth.read()))
