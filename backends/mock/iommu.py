@@ -9,6 +9,7 @@ call, as the kernel's ``batch_to_domain`` does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
 from errno import EEXIST, EINVAL
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,8 @@ class IommuDomain:
         """True when the domain has dirty-tracking ops (allocated with DIRTY_TRACKING)."""
         self.dirty_tracking = False
         self.iommufd_hwpt: IommufdHwPagetable | None = None
+        self.iopf_handler: Callable[[Any], None] | None = None
+        """Set for a HWPT allocated with a fault queue (iommufd_fault_iopf_handler)."""
 
 
 class _Run:
