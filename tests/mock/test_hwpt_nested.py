@@ -25,6 +25,7 @@ from harness.helpers import (
     mock_domain_flags,
     mock_domain_replace,
 )
+from harness.helpers.device import get_hw_info
 from harness.helpers.hwpt import selftest_hwpt_data
 from tests.iommufd.test_iommufd_device_pasid import (
     VARIANTS as PASID_VARIANTS,
@@ -132,3 +133,14 @@ def test_failed_pasid_replace_keeps_every_reference(fd: Iommufd) -> None:
     with expect_errno(EINVAL):
         self.attach(1 << u.MOCK_PASID_WIDTH, h.s2)
     mock_domain_replace(fd, self.stdev_id, self.ioas_id)
+
+
+def test_hw_info_capabilities(fd: Iommufd) -> None:
+    """out_capabilities: DIRTY_TRACKING unless the device is NO_DIRTY; the mock driver
+    never reports ATS support, so ATS_NOT_SUPPORTED is always set (device.c)."""
+    ioas = Ioas.alloc(fd)
+    dirty = mock_domain_flags(fd, ioas.id, 0).idev_id
+    no_dirty = mock_domain_flags(fd, ioas.id, u.MOCK_FLAGS_DEVICE_NO_DIRTY).idev_id
+    ats = u.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED
+    assert get_hw_info(fd, dirty).capabilities == u.IOMMU_HW_CAP_DIRTY_TRACKING | ats
+    assert get_hw_info(fd, no_dirty).capabilities == ats
