@@ -83,23 +83,19 @@ class HwptPaging(IommufdHwPagetable):
 
 
 class HwptNested(IommufdHwPagetable):
-    """``struct iommufd_hwpt_nested``: a stage-1 table on a nest-parent HWPT; when it
-    was allocated on a vIOMMU, ``parent`` is the vIOMMU's and the vIOMMU is held."""
+    """``struct iommufd_hwpt_nested``: a stage-1 table on a nest-parent HWPT, which it
+    holds (one allocated on a vIOMMU holds the vIOMMU instead: a subclass)."""
 
     obj_type = ObjType.HWPT_NESTED
 
-    def __init__(self, parent: HwptPaging, viommu: IommufdObject | None = None) -> None:
+    def __init__(self, parent: HwptPaging) -> None:
         super().__init__()
         self.parent = parent
-        self.viommu = viommu
 
     def destroy(self) -> None:
-        """iommufd_hwpt_nested_destroy(): drop the reference on the vIOMMU or parent."""
+        """iommufd_hwpt_nested_destroy(): drop the reference on the parent."""
         self._free_domain()
-        if self.viommu is not None:
-            self.viommu.users -= 1
-        else:
-            self.parent.users -= 1
+        self.parent.users -= 1
 
 
 def iommufd_hwpt_paging_alloc(ictx: IommufdCtx, ioas: IommufdIoas, idev: IommufdDevice,
