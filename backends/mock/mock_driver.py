@@ -291,9 +291,10 @@ def mock_domain_cache_invalidate_user(kernel: Kernel, domain: MockNestedDomain,
                                       array: UserDataArray) -> None:
     """mock_domain_cache_invalidate_user(): clear IOTLB entries one request at a time.
 
-    The first bad request (length or type: EINVAL, a non-zero tail: E2BIG, unknown flags:
-    EOPNOTSUPP, ``iotlb_id`` past the end: EINVAL) stops the walk; ``array.entry_num``
-    is left at the number of requests handled before it either way.
+    The first bad request (an entry length outside [offsetofend(iotlb_id), sizeof]:
+    EINVAL, an unreadable entry: EFAULT, unknown flags: EOPNOTSUPP, ``iotlb_id`` past the
+    end: EINVAL) stops the walk; ``array.entry_num`` is left at the number of requests
+    handled before it either way.
     """
     processed = 0
     try:
