@@ -8,7 +8,7 @@ the kernel's core guarantees around a failed PASID replace.
 
 from __future__ import annotations
 
-from errno import EBUSY, EINVAL, ENOENT, ENOMEM
+from errno import EBUSY, EFAULT, EINVAL, ENOENT, ENOMEM
 
 import pytest
 
@@ -20,13 +20,14 @@ from harness.helpers import (
     SelftestGlobals,
     expect_errno,
     hwpt_alloc,
+    hwpt_check_iotlb,
     hwpt_check_iotlb_all,
     mock_domain,
     mock_domain_flags,
     mock_domain_replace,
 )
 from harness.helpers.device import get_hw_info
-from harness.helpers.hwpt import selftest_hwpt_data
+from harness.helpers.hwpt import Invalidated, hwpt_invalidate, selftest_hwpt_data
 from tests.iommufd.test_iommufd_device_pasid import (
     VARIANTS as PASID_VARIANTS,
 )
@@ -144,3 +145,19 @@ def test_hw_info_capabilities(fd: Iommufd) -> None:
     ats = u.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED
     assert get_hw_info(fd, dirty).capabilities == u.IOMMU_HW_CAP_DIRTY_TRACKING | ats
     assert get_hw_info(fd, no_dirty).capabilities == ats
+
+
+def test_invalidate_stops_at_an_unreadable_entry(fd: Iommufd) -> None:
+    """Entry 1 lies on an unmapped page: EFAULT, with entry 0 handled and reported."""
+    self = _ioas_mock_domain(fd)
+    parent = hwpt_alloc(fd, self.device_id, self.ioas_id, u.IOMMU_HWPT_ALLOC_NEST_PARENT)
+    nested = _nested(fd, self.device_id, parent)
+    backend, page = fd.backend, fd.backend.page_size
+    entry = u.ffi.sizeof("struct iommu_hwpt_invalidate_selftest")
+    mem = backend.alloc(2 * page)
+    backend.munmap(mem + page, page)
+    backend.poke(mem + page - entry, bytes(entry))  # flags 0, iotlb_id 0
+    assert hwpt_invalidate(fd, nested, mem + page - entry, u.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+                           entry, 2) == Invalidated(EFAULT, 1)
+    hwpt_check_iotlb(fd, nested, 0, 0)
+    hwpt_check_iotlb(fd, nested, 1, u.IOMMU_TEST_IOTLB_DEFAULT)
