@@ -95,6 +95,8 @@ class Features:
     MEMFD = "memfd"                # memfd_create-backed memory
     CAP_SYS_RESOURCE = "cap_sys_resource"  # RLIMIT_MODE needs it
     DMABUF = "dmabuf"              # the selftest's dma-buf exporter (IOMMU_TEST_OP_DMABUF_*)
+    FAULT_QUEUE = "fault_queue"    # IOMMU_FAULT_QUEUE_ALLOC queues receiving TRIGGER_IOPF faults
+    VIOMMU = "viommu"              # the selftest driver's vIOMMU (IOMMU_VIOMMU_TYPE_SELFTEST)
 
 
 class Backend(abc.ABC):

@@ -136,6 +136,9 @@ def detect(iommufd_fd: int) -> frozenset[str]:
         found.add(Features.SELFTEST)
         # IOMMUFD_TEST selects DMA_SHARED_BUFFER: its dma-buf exporter comes with it.
         found.add(Features.DMABUF)
+        # The 7.3 selftest driver has IOPF delivery to fault queues and a vIOMMU type.
+        found.add(Features.FAULT_QUEUE)
+        found.add(Features.VIOMMU)
     if probe_vfio_compat(iommufd_fd):
         found.add(Features.VFIO_COMPAT)
     return frozenset(found)

@@ -15,11 +15,12 @@ from errno import EBUSY, EINVAL, ENOMEM, EOPNOTSUPP
 from typing import TYPE_CHECKING, cast
 
 import uapi_headers as u
-from backends.mock import mock_driver
+from backends.mock import iommu_group, mock_driver
 from backends.mock.errors import kerr
 from backends.mock.eventq import iommufd_auto_response_faults
 from backends.mock.fault import ATTACH_ALLOC, GROUP_ALLOC, HANDLE_ALLOC
 from backends.mock.iommu import IOMMU_NO_PASID
+from backends.mock.iommu_group import AttachHandle
 from backends.mock.objects import IommufdObject, ObjType
 
 if TYPE_CHECKING:
@@ -167,31 +168,46 @@ def _pasid_compat(hwpt: IommufdHwPagetable, igroup: IommufdGroup, pasid: int) ->
         raise kerr(EINVAL)
 
 
-def _hwpt_set_group_domain(hwpt: IommufdHwPagetable, idev: IommufdDevice,
-                           pasid: int) -> None:
-    """The iommu core's attach/replace of the group (or PASID) to the HWPT's domain."""
-    if pasid != IOMMU_NO_PASID:
-        # PASID attach through the core (iommu_attach_device_pasid) comes later.
-        raise kerr(EOPNOTSUPP)
-    assert hwpt.domain is not None
-    mock_driver.mock_domain_nop_attach(hwpt.domain, idev.dev)
-    idev.dev.group.domain = hwpt.domain
-
-
-def _hwpt_attach_device(hwpt: IommufdHwPagetable, idev: IommufdDevice, pasid: int) -> None:
-    """iommufd_hwpt_attach_device()."""
+def _new_attach_handle(hwpt: IommufdHwPagetable, idev: IommufdDevice,
+                       pasid: int) -> AttachHandle:
+    """What attach and replace do before the core: the PASID rules, then a fresh handle
+    (the core refuses to reuse one)."""
     assert idev.igroup is not None
     _pasid_compat(hwpt, idev.igroup, pasid)
     if idev.ictx.kernel.should_fail(HANDLE_ALLOC):
         raise kerr(ENOMEM)
-    _hwpt_set_group_domain(hwpt, idev, pasid)
+    return AttachHandle(idev)
 
 
-def _hwpt_detach_device(idev: IommufdDevice, pasid: int) -> None:
-    """iommufd_hwpt_detach_device(): back to the blocking domain."""
-    blocking = idev.dev.iommu.blocking_domain
-    mock_driver.mock_domain_nop_attach(blocking, idev.dev)
-    idev.dev.group.domain = blocking
+def _hwpt_attach_device(hwpt: IommufdHwPagetable, idev: IommufdDevice, pasid: int) -> None:
+    """iommufd_hwpt_attach_device(): a new handle on the group's RID or on one PASID."""
+    handle = _new_attach_handle(hwpt, idev, pasid)
+    assert hwpt.domain is not None
+    if pasid == IOMMU_NO_PASID:
+        iommu_group.iommu_attach_group_handle(hwpt.domain, idev.dev.group, handle)
+    else:
+        iommu_group.iommu_attach_device_pasid(hwpt.domain, idev.dev, pasid, handle)
+
+
+def _hwpt_detach_device(hwpt: IommufdHwPagetable, idev: IommufdDevice, pasid: int) -> None:
+    """iommufd_hwpt_detach_device(): back to the blocking domain, the handle dropped."""
+    assert hwpt.domain is not None
+    if pasid == IOMMU_NO_PASID:
+        iommu_group.iommu_detach_group_handle(idev.dev.group)
+    else:
+        iommu_group.iommu_detach_device_pasid(hwpt.domain, idev.dev, pasid)
+
+
+def _hwpt_replace_device(idev: IommufdDevice, pasid: int,
+                         hwpt: IommufdHwPagetable) -> None:
+    """iommufd_hwpt_replace_device(): the core switches to a new handle; on failure the
+    old handle (and domain) stay."""
+    handle = _new_attach_handle(hwpt, idev, pasid)
+    assert hwpt.domain is not None
+    if pasid == IOMMU_NO_PASID:
+        iommu_group.iommu_replace_group_handle(idev.dev.group, hwpt.domain, handle)
+    else:
+        iommu_group.iommu_replace_device_pasid(hwpt.domain, idev.dev, pasid, handle)
 
 
 def _attach_reserved_iova(idev: IommufdDevice, hwpt_paging: HwptPaging) -> None:
@@ -246,7 +262,7 @@ def iommufd_hw_pagetable_detach(idev: IommufdDevice, pasid: int) -> IommufdHwPag
     hwpt_paging = find_hwpt_paging(hwpt)
     attach.device_array.pop(idev.id, None)
     if not attach.device_array:
-        _hwpt_detach_device(idev, pasid)
+        _hwpt_detach_device(hwpt, idev, pasid)
         del igroup.pasid_attach[pasid]
         iommufd_auto_response_faults(hwpt, (hwpt, igroup, pasid))
     if hwpt_paging is not None and pasid == IOMMU_NO_PASID:
@@ -298,11 +314,7 @@ def _do_replace(idev: IommufdDevice, pasid: int,
             _group_remove_reserved_iova(igroup, hwpt_paging)
             raise
     try:
-        # iommufd_hwpt_replace_device()
-        _pasid_compat(hwpt, igroup, pasid)
-        if idev.ictx.kernel.should_fail(HANDLE_ALLOC):
-            raise kerr(ENOMEM)
-        _hwpt_set_group_domain(hwpt, idev, pasid)
+        _hwpt_replace_device(idev, pasid, hwpt)
     except OSError:
         if attach_resv:
             assert hwpt_paging is not None

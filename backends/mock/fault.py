@@ -39,6 +39,7 @@ ATTACH_ALLOC = "iommufd_hw_pagetable_attach"       # kzalloc of the attach -> EN
 HANDLE_ALLOC = "iommufd_hwpt_attach_device"        # kzalloc of the attach handle -> ENOMEM
 GROUP_ALLOC = "iommufd_alloc_group"                # kzalloc -> ENOMEM
 DOMAIN_ALLOC = "mock_domain_alloc_pgtable"         # kzalloc -> ENOMEM
+NESTED_DOMAIN_ALLOC = "__mock_domain_alloc_nested"  # kzalloc -> ENOMEM
 MOCK_DEV_ALLOC = "mock_dev_create"                 # kzalloc -> ENOMEM
 HW_INFO_ALLOC = "mock_domain_hw_info"              # kzalloc -> ENOMEM
 STACCESS_ALLOC = "iommufd_test_alloc_access"       # kzalloc -> ENOMEM

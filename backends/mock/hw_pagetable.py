@@ -2,13 +2,17 @@
 
 A paging HWPT wraps a driver domain built on an IOAS: it holds a users reference on
 the IOAS, and its domain is one of the IOAS's io_pagetable domains (filled with every
-area). Nested HWPTs, fault queues and the dirty bitmap are answered with the errors
-the kernel gives before it would need them, and EOPNOTSUPP past that point.
+area). A nested HWPT wraps a driver's stage-1 domain on a nest-parent paging HWPT (or
+on a vIOMMU's) and holds a users reference on that parent (or vIOMMU); its caches are
+invalidated with IOMMU_HWPT_INVALIDATE's user array. With FAULT_ID_VALID a HWPT also
+holds the fault queue its I/O page faults go to. The dirty bitmap is answered with the
+errors the kernel gives before it would walk it, and EOPNOTSUPP past that point.
 """
 
 from __future__ import annotations
 
-from errno import EINVAL, ENOENT, EOPNOTSUPP, EOVERFLOW
+from collections.abc import Callable
+from errno import EFAULT, EINVAL, ENOENT, EOPNOTSUPP, EOVERFLOW
 from typing import TYPE_CHECKING, cast
 
 import uapi_headers as u
@@ -22,6 +26,7 @@ from backends.mock.errors import kerr
 from backends.mock.eventq import iommufd_fault_iopf_handler
 from backends.mock.interval_tree import U64_MAX
 from backends.mock.iommu import IOMMU_NO_PASID, IommuDomain, PagingDomain
+from backends.mock.mm import PAGE_SIZE
 from backends.mock.objects import IommufdObject, ObjType
 
 if TYPE_CHECKING:
@@ -80,7 +85,8 @@ class HwptPaging(IommufdHwPagetable):
 
 
 class HwptNested(IommufdHwPagetable):
-    """``struct iommufd_hwpt_nested``: a stage-1 table on a nest-parent HWPT."""
+    """``struct iommufd_hwpt_nested``: a stage-1 table on a nest-parent HWPT, which it
+    holds (one allocated on a vIOMMU holds the vIOMMU instead: a subclass)."""
 
     obj_type = ObjType.HWPT_NESTED
 
@@ -89,7 +95,7 @@ class HwptNested(IommufdHwPagetable):
         self.parent = parent
 
     def destroy(self) -> None:
-        """iommufd_hwpt_nested_destroy()."""
+        """iommufd_hwpt_nested_destroy(): drop the reference on the parent."""
         self._free_domain()
         self.parent.users -= 1
 
@@ -132,26 +138,91 @@ def iommufd_hwpt_paging_alloc(ictx: IommufdCtx, ioas: IommufdIoas, idev: Iommufd
     return hwpt
 
 
-def _hwpt_nested_alloc(ictx: IommufdCtx, parent: HwptPaging, idev: IommufdDevice,
-                       flags: int, data_len: int) -> IommufdHwPagetable:
-    """iommufd_hwpt_nested_alloc(): the checks before the nested domain."""
-    if flags & ~(u.IOMMU_HWPT_FAULT_ID_VALID | u.IOMMU_HWPT_ALLOC_PASID) or not data_len:
+def iommufd_hwpt_nested_alloc(ictx: IommufdCtx, parent: HwptPaging, idev: IommufdDevice,
+                              flags: int, user_data: UserData) -> HwptNested:
+    """iommufd_hwpt_nested_alloc(): a stage-1 HWPT on a nest-parent paging HWPT.
+
+    Flags beyond FAULT_ID_VALID and PASID, or no driver data, are EOPNOTSUPP; an auto
+    domain, a parent allocated without NEST_PARENT or another driver's parent is
+    EINVAL; the driver answers for its data (mock_domain_alloc_nested).
+    """
+    if flags & ~(u.IOMMU_HWPT_FAULT_ID_VALID | u.IOMMU_HWPT_ALLOC_PASID) or not user_data.len:
         raise kerr(EOPNOTSUPP)
-    if parent.auto_domain or not parent.nest_parent:
+    assert parent.domain is not None
+    if parent.auto_domain or not parent.nest_parent or \
+            parent.domain.owner is not idev.dev.iommu:
         raise kerr(EINVAL)
-    # Nested mock domains (IOTLB) come with the nesting issue.
-    raise kerr(EOPNOTSUPP)
+    hwpt = ictx.object_alloc(HwptNested(parent))
+    hwpt.pasid_compat = bool(flags & u.IOMMU_HWPT_ALLOC_PASID)
+    parent.users += 1
+    try:
+        domain = mock_driver.mock_domain_alloc_nested(
+            ictx.kernel, idev.dev, parent.domain, flags & ~u.IOMMU_HWPT_FAULT_ID_VALID,
+            user_data)
+    except OSError:
+        ictx.object_abort_and_destroy(hwpt)
+        raise
+    hwpt.domain = domain
+    domain.iommufd_hwpt = hwpt
+    return hwpt
+
+
+def _alloc_from_ioas(ucmd: Ucmd, pt_obj: IommufdObject, idev: IommufdDevice,
+                     flags: int, user_data: UserData) -> IommufdHwPagetable:
+    """pt_id is an IOAS: a paging HWPT (its driver data is optional)."""
+    return iommufd_hwpt_paging_alloc(ucmd.ictx, cast("IommufdIoas", pt_obj), idev,
+                                     IOMMU_NO_PASID, flags, False,
+                                     user_data if user_data.len else None)
+
+
+def _alloc_from_parent(ucmd: Ucmd, pt_obj: IommufdObject, idev: IommufdDevice,
+                       flags: int, user_data: UserData) -> IommufdHwPagetable:
+    """pt_id is a paging HWPT: a nested HWPT on it."""
+    return iommufd_hwpt_nested_alloc(ucmd.ictx, cast(HwptPaging, pt_obj), idev, flags,
+                                     user_data)
+
+
+def _alloc_from_viommu(ucmd: Ucmd, pt_obj: IommufdObject, idev: IommufdDevice,
+                       flags: int, user_data: UserData) -> IommufdHwPagetable:
+    """pt_id is a vIOMMU: a nested HWPT on the vIOMMU's nesting parent (the vIOMMU model
+    checks the device sits behind its IOMMU instance, then asks its driver)."""
+    return cast("IommufdViommu", pt_obj).alloc_hwpt_nested(idev, flags, user_data)
+
+
+_AllocFn = Callable[["Ucmd", IommufdObject, "IommufdDevice", int, "UserData"],
+                    IommufdHwPagetable]
+
+_ALLOC_BY_PT_TYPE: dict[ObjType, _AllocFn] = {
+    ObjType.IOAS: _alloc_from_ioas,
+    ObjType.HWPT_PAGING: _alloc_from_parent,
+    ObjType.VIOMMU: _alloc_from_viommu,
+}
+"""IOMMU_HWPT_ALLOC's one dispatch point: the type of the ``pt_id`` object selects
+the kind of HWPT; any other type is EINVAL."""
+
+
+def _attach_fault(ucmd: Ucmd, hwpt: IommufdHwPagetable, fault_id: int) -> None:
+    """FAULT_ID_VALID: the HWPT reports I/O page faults to fault queue ``fault_id``
+    (iommufd_get_fault(): ENOENT unless the ID names a fault queue)."""
+    ictx = ucmd.ictx
+    fault = ictx.get_object(fault_id, ObjType.FAULT)
+    hwpt.fault = fault
+    fault.users += 1
+    assert hwpt.domain is not None
+    hwpt.domain.iopf_handler = iommufd_fault_iopf_handler
+    ictx.put_object(fault)
 
 
 def iommufd_hwpt_alloc(ucmd: Ucmd) -> int:
-    """IOMMU_HWPT_ALLOC: a paging HWPT from an IOAS (nested: see _hwpt_nested_alloc)."""
-    from backends.mock.ioas import IommufdIoas
+    """IOMMU_HWPT_ALLOC: a paging HWPT from an IOAS, or a nested one from a nest-parent
+    HWPT or a vIOMMU (see _ALLOC_BY_PT_TYPE); ``pt_id`` that names nothing is EINVAL."""
     cmd = ucmd.cmd
     if cmd.__reserved:
         raise kerr(EOPNOTSUPP)
     data_len = int(cmd.data_len)
     if (cmd.data_type == u.IOMMU_HWPT_DATA_NONE) == bool(data_len):
         raise kerr(EINVAL)
+    user_data = mock_driver.UserData(int(cmd.data_type), int(cmd.data_uptr), data_len)
     ictx = ucmd.ictx
     idev = iommufd_get_device(ictx, int(cmd.dev_id))
     try:
@@ -160,30 +231,14 @@ def iommufd_hwpt_alloc(ucmd: Ucmd) -> int:
         except OSError:
             raise kerr(EINVAL) from None
         try:
-            flags = int(cmd.flags)
-            hwpt: IommufdHwPagetable
-            if isinstance(pt_obj, IommufdIoas):
-                user_data = (mock_driver.UserData(int(cmd.data_type), int(cmd.data_uptr),
-                                                  data_len) if data_len else None)
-                hwpt = iommufd_hwpt_paging_alloc(ictx, pt_obj, idev, IOMMU_NO_PASID, flags,
-                                                 False, user_data)
-            elif isinstance(pt_obj, HwptPaging):
-                hwpt = _hwpt_nested_alloc(ictx, pt_obj, idev, flags, data_len)
-            elif pt_obj.obj_type == ObjType.VIOMMU:
-                # vIOMMU nesting (viommu.py): the vIOMMU allocates the nested HWPT.
-                viommu = cast("IommufdViommu", pt_obj)
-                hwpt = viommu.alloc_hwpt_nested(idev, flags, mock_driver.UserData(
-                    int(cmd.data_type), int(cmd.data_uptr), data_len))
-            else:
+            alloc = _ALLOC_BY_PT_TYPE.get(pt_obj.obj_type)
+            if alloc is None:
                 raise kerr(EINVAL)
+            flags = int(cmd.flags)
+            hwpt = alloc(ucmd, pt_obj, idev, flags, user_data)
             try:
                 if flags & u.IOMMU_HWPT_FAULT_ID_VALID:
-                    fault = ictx.get_object(int(cmd.fault_id), ObjType.FAULT)
-                    fault.users += 1
-                    hwpt.fault = fault
-                    assert hwpt.domain is not None
-                    hwpt.domain.iopf_handler = iommufd_fault_iopf_handler
-                    ictx.put_object(fault)
+                    _attach_fault(ucmd, hwpt, int(cmd.fault_id))
                 cmd.out_hwpt_id = hwpt.id
                 ucmd.respond(u.ffi.sizeof(cmd[0]))
             except OSError:
@@ -248,17 +303,51 @@ def iommufd_hwpt_get_dirty_bitmap(ucmd: Ucmd) -> int:
         ictx.put_object(hwpt)
 
 
+InvalidateFn = Callable[[mock_driver.UserDataArray], None]
+
+
+def _cache_invalidate_op(ucmd: Ucmd, pt_obj: IommufdObject) -> InvalidateFn:
+    """The driver op that invalidates ``pt_obj``'s caches: a nested HWPT's domain op, or
+    a vIOMMU's (the vIOMMU model's driver). Any other object is EINVAL."""
+    kernel = ucmd.ictx.kernel
+    if pt_obj.obj_type == ObjType.HWPT_NESTED:
+        domain = cast(HwptNested, pt_obj).domain
+        if not isinstance(domain, mock_driver.MockNestedDomain):
+            raise kerr(EOPNOTSUPP)
+        nested = domain
+        return lambda array: mock_driver.mock_domain_cache_invalidate_user(
+            kernel, nested, array)
+    if pt_obj.obj_type == ObjType.VIOMMU:
+        viommu = cast("IommufdViommu", pt_obj)
+
+        def invalidate(array: mock_driver.UserDataArray) -> None:
+            done, rc = viommu.cache_invalidate(array.type, array.uptr, array.entry_len,
+                                               array.entry_num)
+            array.entry_num = done
+            if rc:
+                raise kerr(rc)
+        return invalidate
+    raise kerr(EINVAL)
+
+
 def iommufd_hwpt_invalidate(ucmd: Ucmd) -> int:
-    """IOMMU_HWPT_INVALIDATE: ``entry_num`` always goes back (0 handled here): a paging
-    HWPT or any other non-nested object is EINVAL."""
+    """IOMMU_HWPT_INVALIDATE: hand the user's array to the target's driver.
+
+    ``entry_num`` always goes back: the number of entries the driver handled, also when
+    it stopped at a bad one (0 when the core refused the call first). With entries, a
+    NULL array, ``entry_len`` 0 or above PAGE_SIZE, or more than 2^19 entries is EINVAL.
+    """
     cmd = ucmd.cmd
+    array = mock_driver.UserDataArray(int(cmd.data_type), int(cmd.data_uptr),
+                                      int(cmd.entry_len), int(cmd.entry_num))
+    done_num = 0
     rc = 0
     done_num = 0
     if cmd.__reserved:
         rc = EOPNOTSUPP
-    elif cmd.entry_num and (not cmd.data_uptr or not cmd.entry_len
-                            or cmd.entry_len > 4096
-                            or cmd.entry_num > IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX):
+    elif array.entry_num and (not array.uptr or not array.entry_len
+                              or array.entry_len > PAGE_SIZE
+                              or array.entry_num > IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX):
         rc = EINVAL
     else:
         ictx = ucmd.ictx
@@ -267,18 +356,22 @@ def iommufd_hwpt_invalidate(ucmd: Ucmd) -> int:
         except OSError as error:
             rc = error.errno or ENOENT
         else:
-            if pt_obj.obj_type == ObjType.VIOMMU:
-                # vIOMMU invalidation (viommu.py): the driver handles the array.
-                done_num, rc = cast("IommufdViommu", pt_obj).cache_invalidate(
-                    int(cmd.data_type), int(cmd.data_uptr), int(cmd.entry_len),
-                    int(cmd.entry_num))
-            elif pt_obj.obj_type == ObjType.HWPT_NESTED:
-                rc = EOPNOTSUPP
-            else:
-                rc = EINVAL
-            ictx.put_object(pt_obj)
+            try:
+                invalidate = _cache_invalidate_op(ucmd, pt_obj)
+                try:
+                    invalidate(array)
+                finally:
+                    # The driver reports what it handled, on error too.
+                    done_num = array.entry_num
+            except OSError as error:
+                rc = error.errno or EINVAL
+            finally:
+                ictx.put_object(pt_obj)
     cmd.entry_num = done_num
-    ucmd.respond(u.ffi.sizeof(cmd[0]))
+    try:
+        ucmd.respond(u.ffi.sizeof(cmd[0]))
+    except OSError:
+        raise kerr(EFAULT) from None
     if rc:
         raise kerr(rc)
     return 0

@@ -6,7 +6,12 @@
   a 38-bit VA, and for ``MOCK_IOMMUPT_DEFAULT`` the aperture narrowed to
   [MOCK_APERTURE_START, MOCK_APERTURE_LAST]; ``MOCK_IOMMUPT_HUGE`` offers only 1 MiB
   and PAGE_SIZE pages.
-- ``attach_dev`` refuses a dirty-tracking domain for a NO_DIRTY device (EINVAL).
+- ``attach_dev`` refuses a dirty-tracking domain for a NO_DIRTY device (EINVAL);
+  ``set_dev_pasid`` fakes ENOMEM on every second non-blocking set of PASID 1024, so the
+  core's rollback of a failed replace can be seen from userspace.
+- ``domain_alloc_nested`` builds a :class:`MockNestedDomain` on a paging parent: an
+  IOTLB of 4 entries, seeded from ``iommu_hwpt_selftest.iotlb`` and cleared by
+  ``cache_invalidate_user`` entry by entry.
 """
 
 from __future__ import annotations
@@ -72,6 +77,33 @@ def iommu_copy_struct_from_user(uaccess: UserAccess, ffi_type: str, data: UserDa
     return dst
 
 
+class UserDataArray:
+    """``struct iommu_user_data_array``: an array of driver entries in user memory.
+
+    A driver's ``cache_invalidate_user`` sets ``entry_num`` to the entries it handled,
+    on success and on error alike; the core reports that count back to userspace.
+    """
+
+    __slots__ = ("entry_len", "entry_num", "type", "uptr")
+
+    def __init__(self, data_type: int, uptr: int, entry_len: int, entry_num: int) -> None:
+        self.type = data_type
+        self.uptr = uptr
+        self.entry_len = entry_len
+        self.entry_num = entry_num
+
+
+def iommu_copy_struct_from_user_array(uaccess: UserAccess, ffi_type: str,
+                                      array: UserDataArray, data_type: int, index: int,
+                                      min_last: str) -> Any:
+    """iommu_copy_struct_from_user_array(): entry ``index`` of ``array`` as ``ffi_type``,
+    with the length and type rules of :func:`iommu_copy_struct_from_user`."""
+    if index >= array.entry_num or not array.entry_num:
+        raise kerr(EINVAL)
+    entry = UserData(array.type, array.uptr + array.entry_len * index, array.entry_len)
+    return iommu_copy_struct_from_user(uaccess, ffi_type, entry, data_type, min_last)
+
+
 class IommuGroup:
     """``struct iommu_group``: one per mock device (generic_device_group)."""
 
@@ -83,6 +115,10 @@ class IommuGroup:
         self.domain: IommuDomain | None = None
         self.owner: object | None = None
         """The DMA owner (iommu_device_claim_dma_owner)."""
+        self.devices: list[MockDev] = []
+        self.pasid_array: dict[int, Any] = {}
+        """``group->pasid_array``: the attach handle of the RID (IOMMU_NO_PASID) and of
+        each attached PASID, published only once the driver accepted the domain."""
 
 
 class MockIommu:
@@ -129,14 +165,16 @@ class MockDev:
         self.viommu: Any = None
         """The ``MockViommu`` of the nested domain the device is attached to."""
         self.vdev_id = 0
-        self.iopf_refcount = 0
-        """Fault-capable domains attached: the device is on the IOPF queue while > 0."""
         self.pasid_1024_fake_error = False
+        self.iopf_refcount = 0
+        """Domains with an IOPF handler this device is attached to (RID and PASIDs);
+        non-zero means the device sits on the mock IOPF queue."""
         # "pasid-num-bits" decides dev->iommu->max_pasids.
         self.max_pasids = (min(1 << u.MOCK_PASID_WIDTH, iommu.max_pasids)
                            if flags & u.MOCK_FLAGS_DEVICE_PASID else 0)
         self.group = IommuGroup()
         self.group.domain = iommu.blocking_domain
+        self.group.devices.append(self)
 
     def destroy(self) -> None:
         """mock_dev_destroy()."""
@@ -210,19 +248,6 @@ def mock_domain_alloc_pgtable(kernel: Kernel, pagetable_type: int, flags: int) -
     return domain
 
 
-def mock_domain_nop_attach(domain: IommuDomain, dev: MockDev) -> None:
-    """mock_domain_nop_attach(): a dirty-tracking domain refuses a NO_DIRTY device; a
-    nested domain of a vIOMMU needs the device's vDEVICE there first (ENOENT)."""
-    if domain.dirty_ops and dev.flags & u.MOCK_FLAGS_DEVICE_NO_DIRTY:
-        raise kerr(EINVAL)
-    mock_dev_switch_viommu(domain, dev)
-    mock_dev_enable_iopf(dev, domain)
-    mock_dev_disable_iopf(dev, dev.domain)
-    dev.domain = domain
-
-
-# -- vIOMMU nesting: the nested domain and what an attach to it changes ----------------
-
 class MockNestedDomain(IommuDomain):
     """``struct mock_iommu_domain_nested``: a stage-1 domain with a 4-entry IOTLB,
     tagged with the mock vIOMMU it was allocated from (None: from a nest parent)."""
@@ -230,7 +255,19 @@ class MockNestedDomain(IommuDomain):
     def __init__(self, owner: Any, iotlb: int) -> None:
         super().__init__(DomainType.NESTED, owner)
         self.mock_viommu: Any = None
+        """The ``MockViommu`` this domain was allocated from (None: from a nest parent)."""
         self.iotlb = [iotlb] * u.MOCK_NESTED_DOMAIN_IOTLB_NUM
+
+
+def mock_domain_alloc_nested(kernel: Kernel, dev: MockDev, parent: IommuDomain, flags: int,
+                             user_data: UserData) -> MockNestedDomain:
+    """mock_domain_alloc_nested(): only the PASID flag (EOPNOTSUPP); the parent must be a
+    paging domain (EINVAL)."""
+    if flags & ~u.IOMMU_HWPT_ALLOC_PASID:
+        raise kerr(EOPNOTSUPP)
+    if not isinstance(parent, PagingDomain):
+        raise kerr(EINVAL)
+    return mock_domain_alloc_nested_data(kernel, user_data)
 
 
 def mock_domain_alloc_nested_data(kernel: Kernel, user_data: UserData) -> MockNestedDomain:
@@ -243,6 +280,51 @@ def mock_domain_alloc_nested_data(kernel: Kernel, user_data: UserData) -> MockNe
     if kernel.should_fail(NESTED_DOMAIN_ALLOC):
         raise kerr(ENOMEM)
     return MockNestedDomain(mock_iommu(kernel), int(cfg.iotlb))
+
+
+def mock_domain_cache_invalidate_user(kernel: Kernel, domain: MockNestedDomain,
+                                      array: UserDataArray) -> None:
+    """mock_domain_cache_invalidate_user(): clear IOTLB entries one request at a time.
+
+    The first bad request (an entry length outside [offsetofend(iotlb_id), sizeof]:
+    EINVAL, an unreadable entry: EFAULT, unknown flags: EOPNOTSUPP, ``iotlb_id`` past the
+    end: EINVAL) stops the walk; ``array.entry_num`` is left at the number of requests
+    handled before it either way.
+    """
+    processed = 0
+    try:
+        if array.type != u.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST:
+            raise kerr(EINVAL)
+        for i in range(array.entry_num):
+            inv = iommu_copy_struct_from_user_array(
+                kernel.uaccess, "struct iommu_hwpt_invalidate_selftest", array,
+                u.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, i, "iotlb_id")
+            if inv.flags & ~u.IOMMU_TEST_INVALIDATE_FLAG_ALL:
+                raise kerr(EOPNOTSUPP)
+            if inv.iotlb_id > u.MOCK_NESTED_DOMAIN_IOTLB_ID_MAX:
+                raise kerr(EINVAL)
+            if inv.flags & u.IOMMU_TEST_INVALIDATE_FLAG_ALL:
+                domain.iotlb = [0] * u.MOCK_NESTED_DOMAIN_IOTLB_NUM
+            else:
+                domain.iotlb[inv.iotlb_id] = 0
+            processed += 1
+    finally:
+        array.entry_num = processed
+
+
+def mock_dev_enable_iopf(dev: MockDev, domain: IommuDomain | None) -> None:
+    """mock_dev_enable_iopf(): a fault-capable domain adds the device to the IOPF
+    queue (counted per attached fault-capable domain)."""
+    if domain is None or domain.iopf_handler is None:
+        return
+    dev.iopf_refcount += 1
+
+
+def mock_dev_disable_iopf(dev: MockDev, domain: IommuDomain | None) -> None:
+    """mock_dev_disable_iopf()."""
+    if domain is None or domain.iopf_handler is None:
+        return
+    dev.iopf_refcount -= 1
 
 
 def mock_dev_switch_viommu(domain: IommuDomain, dev: MockDev) -> None:
@@ -259,16 +341,34 @@ def mock_dev_switch_viommu(domain: IommuDomain, dev: MockDev) -> None:
         dev.vdev_id = vdev_id
 
 
-def mock_dev_enable_iopf(dev: MockDev, domain: IommuDomain | None) -> None:
-    """mock_dev_enable_iopf(): a fault-capable domain adds the device to the IOPF
-    queue (counted per attached fault-capable domain)."""
-    if domain is None or domain.iopf_handler is None:
-        return
-    dev.iopf_refcount += 1
+def mock_domain_nop_attach(domain: IommuDomain, dev: MockDev,
+                           old: IommuDomain | None = None) -> None:
+    """mock_domain_nop_attach(), the ``attach_dev`` of every mock domain: a dirty-tracking
+    domain refuses a NO_DIRTY device (EINVAL); a nested domain of a vIOMMU needs the
+    device's vDEVICE there (ENOENT); IOPF enablement follows the domain."""
+    if domain.dirty_ops and dev.flags & u.MOCK_FLAGS_DEVICE_NO_DIRTY:
+        raise kerr(EINVAL)
+    mock_dev_switch_viommu(domain, dev)
+    mock_dev_enable_iopf(dev, domain)
+    mock_dev_disable_iopf(dev, dev.domain)
+    dev.domain = domain
 
 
-def mock_dev_disable_iopf(dev: MockDev, domain: IommuDomain | None) -> None:
-    """mock_dev_disable_iopf()."""
-    if domain is None or domain.iopf_handler is None:
-        return
-    dev.iopf_refcount -= 1
+def mock_domain_set_dev_pasid_nop(domain: IommuDomain, dev: MockDev, pasid: int,
+                                  old: IommuDomain | None) -> None:
+    """mock_domain_set_dev_pasid_nop(), ``set_dev_pasid`` of every mock domain.
+
+    For PASID 1024 a blocked domain clears the fake-error flag, the first other domain
+    sets it and the next one clears it and fails with ENOMEM: a replace right after an
+    attach fails, and the core must leave the old domain in place.
+    """
+    if pasid == u.IOMMU_TEST_PASID_RESERVED:
+        if domain.type == DomainType.BLOCKED:
+            dev.pasid_1024_fake_error = False
+        elif dev.pasid_1024_fake_error:
+            dev.pasid_1024_fake_error = False
+            raise kerr(ENOMEM)
+        else:
+            dev.pasid_1024_fake_error = True
+    mock_dev_enable_iopf(dev, domain)
+    mock_dev_disable_iopf(dev, old)

@@ -31,6 +31,7 @@ from backends.mock.fault import ACCESS_ITEM_ALLOC, STACCESS_ALLOC
 from backends.mock.files import File
 from backends.mock.interval_tree import U64_MAX
 from backends.mock.iommu import IOMMU_NO_PASID, DomainType, PagingDomain
+from backends.mock.iommu_group import iommu_attach_handle_get
 from backends.mock.mm import PAGE_SIZE
 from backends.mock.objects import IommufdObject, ObjType
 from backends.mock.pages import IOMMUFD_ACCESS_RW_WRITE
@@ -287,11 +288,22 @@ def _test_md_check_refs(ucmd: Ucmd) -> int:
 
 
 def _test_md_check_iotlb(ucmd: Ucmd) -> int:
-    """IOMMU_TEST_OP_MD_CHECK_IOTLB: needs a nested HWPT (none can exist yet)."""
+    """IOMMU_TEST_OP_MD_CHECK_IOTLB: entry ``id`` of a nested mock domain's IOTLB holds
+    ``iotlb`` (EINVAL otherwise, or for an ``id`` past the end)."""
+    cmd = ucmd.cmd
     ictx = ucmd.ictx
-    obj = ictx.get_object(int(ucmd.cmd.id), ObjType.HWPT_NESTED)
-    ictx.put_object(obj)
-    raise kerr(EINVAL)
+    hwpt = ictx.get_object(int(cmd.id), ObjType.HWPT_NESTED)
+    try:
+        domain = getattr(hwpt, "domain", None)
+        if not isinstance(domain, mock_driver.MockNestedDomain):
+            raise kerr(EINVAL)
+        iotlb_id = int(cmd.check_iotlb.id)
+        if iotlb_id > u.MOCK_NESTED_DOMAIN_IOTLB_ID_MAX or \
+                domain.iotlb[iotlb_id] != cmd.check_iotlb.iotlb:
+            raise kerr(EINVAL)
+    finally:
+        ictx.put_object(hwpt)
+    return 0
 
 
 def _test_dev_check_cache(ucmd: Ucmd) -> int:
@@ -542,8 +554,11 @@ def _test_pasid_op(ucmd: Ucmd) -> int:
         elif op == u.IOMMU_TEST_OP_PASID_DETACH:
             iommufd_device_detach(idev, int(cmd.pasid_detach.pasid))
         else:
-            attach = idev.igroup.pasid_attach.get(int(cmd.pasid_check.pasid))
-            attached = attach.hwpt.domain if attach is not None and attach.hwpt else None
+            # What the IOMMU core has published for the PASID, not iommufd's view.
+            assert sobj.mock_dev is not None
+            handle = iommu_attach_handle_get(sobj.mock_dev.group,
+                                             int(cmd.pasid_check.pasid))
+            attached = handle.domain if handle is not None else None
             hwpt_id = int(cmd.pasid_check.hwpt_id)
             if not hwpt_id:
                 if attached is not None:

@@ -5,8 +5,8 @@ copy, the auto-IOVA allocator, reserved and allowed ranges, IOMMU_IOAS_IOVA_RANG
 access objects (pinning and ACCESS_RW), mappings made by another process, and the
 HUGE_PAGES option.
 
-Not ported here (a later issue): alloc_hwpt_nested, hwpt_attach, get_hw_info,
-dmabuf_simple and dmabuf_revoke.
+The fixture's HW page table cases (alloc_hwpt_nested, hwpt_attach, get_hw_info) are in
+test_iommufd_ioas_hwpt.py.
 """
 
 from __future__ import annotations
