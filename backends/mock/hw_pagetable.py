@@ -2,14 +2,15 @@
 
 A paging HWPT wraps a driver domain built on an IOAS: it holds a users reference on
 the IOAS, and its domain is one of the IOAS's io_pagetable domains (filled with every
-area). Nested HWPTs, fault queues and the dirty bitmap are answered with the errors
-the kernel gives before it would need them, and EOPNOTSUPP past that point.
+area). Nested HWPTs and fault queues are answered with the errors the kernel gives
+before it would need them, and EOPNOTSUPP past that point. Dirty tracking is
+backends.mock.dirty_tracking.
 """
 
 from __future__ import annotations
 
-from errno import EINVAL, ENOENT, EOPNOTSUPP, EOVERFLOW
-from typing import TYPE_CHECKING, cast
+from errno import EINVAL, ENOENT, EOPNOTSUPP
+from typing import TYPE_CHECKING
 
 import uapi_headers as u
 from backends.mock import mock_driver
@@ -19,7 +20,6 @@ from backends.mock.device import (
     iommufd_hw_pagetable_detach,
 )
 from backends.mock.errors import kerr
-from backends.mock.interval_tree import U64_MAX
 from backends.mock.iommu import IOMMU_NO_PASID, IommuDomain, PagingDomain
 from backends.mock.objects import IommufdObject, ObjType
 
@@ -188,57 +188,6 @@ def iommufd_hwpt_alloc(ucmd: Ucmd) -> int:
     finally:
         ictx.put_object(idev)
     return 0
-
-
-def _get_hwpt_paging(ictx: IommufdCtx, hwpt_id: int) -> HwptPaging:
-    return cast(HwptPaging, ictx.get_object(hwpt_id, ObjType.HWPT_PAGING))
-
-
-def iommufd_hwpt_set_dirty_tracking(ucmd: Ucmd) -> int:
-    """IOMMU_HWPT_SET_DIRTY_TRACKING: EOPNOTSUPP for a domain without dirty ops."""
-    cmd = ucmd.cmd
-    if cmd.flags & ~u.IOMMU_HWPT_DIRTY_TRACKING_ENABLE:
-        raise kerr(EOPNOTSUPP)
-    ictx = ucmd.ictx
-    hwpt = _get_hwpt_paging(ictx, int(cmd.hwpt_id))
-    try:
-        domain = hwpt.domain
-        assert domain is not None
-        if not domain.dirty_ops:
-            raise kerr(EOPNOTSUPP)
-        # Enabling first clears the (not yet modelled) dirty bits.
-        domain.dirty_tracking = bool(cmd.flags & u.IOMMU_HWPT_DIRTY_TRACKING_ENABLE)
-    finally:
-        ictx.put_object(hwpt)
-    return 0
-
-
-def iommufd_hwpt_get_dirty_bitmap(ucmd: Ucmd) -> int:
-    """IOMMU_HWPT_GET_DIRTY_BITMAP: validates like iommufd_check_iova_range(); the
-    bitmap walk itself comes with dirty tracking (EOPNOTSUPP)."""
-    cmd = ucmd.cmd
-    if cmd.flags & ~u.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR or cmd.__reserved:
-        raise kerr(EOPNOTSUPP)
-    ictx = ucmd.ictx
-    hwpt = _get_hwpt_paging(ictx, int(cmd.hwpt_id))
-    try:
-        pgsize = hwpt.ioas.iopt.iova_alignment
-        iova, length, page_size = int(cmd.iova), int(cmd.length), int(cmd.page_size)
-        if not length:
-            raise kerr(EINVAL)
-        last_iova = iova + length - 1
-        if last_iova > U64_MAX:
-            raise kerr(EOVERFLOW)
-        if iova & (pgsize - 1) or (last_iova + 1) & (pgsize - 1):
-            raise kerr(EINVAL)
-        if not page_size:
-            raise kerr(EINVAL)
-        if iova & (page_size - 1) or (last_iova + 1) & (page_size - 1):
-            raise kerr(EINVAL)
-        assert hwpt.domain is not None
-        raise kerr(EOPNOTSUPP)
-    finally:
-        ictx.put_object(hwpt)
 
 
 def iommufd_hwpt_invalidate(ucmd: Ucmd) -> int:
