@@ -61,19 +61,31 @@ def leaves(pgsize_bitmap: int, iova: int, phys: int, length: int) -> Iterator[tu
         length -= size
 
 
+def _allowed(pgsize_bitmap: int, mapping: tuple[int, int, int, int]) -> int:
+    """The leaf sizes ``mapping`` (a :meth:`PagingDomain.mapping_at`) may use."""
+    max_leaf = mapping[3]
+    return pgsize_bitmap & ((max_leaf << 1) - 1) if max_leaf else pgsize_bitmap
+
+
+def _uniform_leaf(sizes: int, mapping: tuple[int, int, int, int]) -> int:
+    """The one leaf size of a mapping aligned to the largest allowed size (every leaf
+    has that size), else 0."""
+    start, last, phys, _ = mapping
+    top = _highbit(sizes) if sizes else 0
+    if top and not (start | phys | (last - start + 1)) & (top - 1):
+        return top
+    return 0
+
+
 def _leaf_in(pgsize_bitmap: int, mapping: tuple[int, int, int, int],
              iova: int) -> tuple[int, int] | None:
-    """The leaf of ``mapping`` (a :meth:`PagingDomain.mapping_at`) that holds ``iova``."""
-    start, last, phys, max_leaf = mapping
-    if max_leaf:
-        pgsize_bitmap &= (max_leaf << 1) - 1
-    length = last - start + 1
-    top = _highbit(pgsize_bitmap) if pgsize_bitmap else 0
-    if top and not (start | phys | length) & (top - 1):
-        # Aligned to the largest size there is: every leaf has that size.
-        leaf = iova & ~(top - 1)
-        return leaf, top
-    for leaf_iova, size in leaves(pgsize_bitmap, start, phys, length):
+    """The leaf of ``mapping`` that holds ``iova``."""
+    sizes = _allowed(pgsize_bitmap, mapping)
+    top = _uniform_leaf(sizes, mapping)
+    if top:
+        return iova & ~(top - 1), top
+    start, last, phys, _ = mapping
+    for leaf_iova, size in leaves(sizes, start, phys, last - start + 1):
         if iova < leaf_iova + size:
             return leaf_iova, size
     return None
@@ -120,16 +132,23 @@ def read_and_clear_dirty(domain: PagingDomain, iova: int, size: int, flags: int,
         hi = last_leaf[0] + last_leaf[1] - 1
     marks = sorted(m for m in domain.dirty_marks if lo <= m <= hi)
     mapping: tuple[int, int, int, int] | None = None
+    top = 0
     i = 0
     while i < len(marks):
         mark = marks[i]
         if mapping is None or not mapping[0] <= mark <= mapping[1]:
             mapping = domain.mapping_at(mark)
-        leaf = None if mapping is None else _leaf_in(domain.pgsize_bitmap, mapping, mark)
-        if leaf is None:
+            if mapping is not None:
+                top = _uniform_leaf(_allowed(domain.pgsize_bitmap, mapping), mapping)
+        if mapping is None:
             i += 1
             continue
-        start, length = leaf
+        if top:
+            start, length = mark & ~(top - 1), top
+        else:
+            leaf = _leaf_in(domain.pgsize_bitmap, mapping, mark)
+            assert leaf is not None
+            start, length = leaf
         end = start + length
         j = i + 1
         while j < len(marks) and marks[j] < end:
