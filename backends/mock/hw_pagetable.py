@@ -5,14 +5,14 @@ the IOAS, and its domain is one of the IOAS's io_pagetable domains (filled with 
 area). A nested HWPT wraps a driver's stage-1 domain on a nest-parent paging HWPT (or
 on a vIOMMU's) and holds a users reference on that parent (or vIOMMU); its caches are
 invalidated with IOMMU_HWPT_INVALIDATE's user array. With FAULT_ID_VALID a HWPT also
-holds the fault queue its I/O page faults go to. The dirty bitmap is answered with the
-errors the kernel gives before it would walk it, and EOPNOTSUPP past that point.
+holds the fault queue its I/O page faults go to. Dirty tracking is
+backends.mock.dirty_tracking.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from errno import EFAULT, EINVAL, ENOENT, EOPNOTSUPP, EOVERFLOW
+from errno import EFAULT, EINVAL, ENOENT, EOPNOTSUPP
 from typing import TYPE_CHECKING, cast
 
 import uapi_headers as u
@@ -24,7 +24,6 @@ from backends.mock.device import (
 )
 from backends.mock.errors import kerr
 from backends.mock.eventq import iommufd_fault_iopf_handler
-from backends.mock.interval_tree import U64_MAX
 from backends.mock.iommu import IOMMU_NO_PASID, IommuDomain, PagingDomain
 from backends.mock.mm import PAGE_SIZE
 from backends.mock.objects import IommufdObject, ObjType
@@ -254,53 +253,6 @@ def iommufd_hwpt_alloc(ucmd: Ucmd) -> int:
 
 def _get_hwpt_paging(ictx: IommufdCtx, hwpt_id: int) -> HwptPaging:
     return cast(HwptPaging, ictx.get_object(hwpt_id, ObjType.HWPT_PAGING))
-
-
-def iommufd_hwpt_set_dirty_tracking(ucmd: Ucmd) -> int:
-    """IOMMU_HWPT_SET_DIRTY_TRACKING: EOPNOTSUPP for a domain without dirty ops."""
-    cmd = ucmd.cmd
-    if cmd.flags & ~u.IOMMU_HWPT_DIRTY_TRACKING_ENABLE:
-        raise kerr(EOPNOTSUPP)
-    ictx = ucmd.ictx
-    hwpt = _get_hwpt_paging(ictx, int(cmd.hwpt_id))
-    try:
-        domain = hwpt.domain
-        assert domain is not None
-        if not domain.dirty_ops:
-            raise kerr(EOPNOTSUPP)
-        # Enabling first clears the (not yet modelled) dirty bits.
-        domain.dirty_tracking = bool(cmd.flags & u.IOMMU_HWPT_DIRTY_TRACKING_ENABLE)
-    finally:
-        ictx.put_object(hwpt)
-    return 0
-
-
-def iommufd_hwpt_get_dirty_bitmap(ucmd: Ucmd) -> int:
-    """IOMMU_HWPT_GET_DIRTY_BITMAP: validates like iommufd_check_iova_range(); the
-    bitmap walk itself comes with dirty tracking (EOPNOTSUPP)."""
-    cmd = ucmd.cmd
-    if cmd.flags & ~u.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR or cmd.__reserved:
-        raise kerr(EOPNOTSUPP)
-    ictx = ucmd.ictx
-    hwpt = _get_hwpt_paging(ictx, int(cmd.hwpt_id))
-    try:
-        pgsize = hwpt.ioas.iopt.iova_alignment
-        iova, length, page_size = int(cmd.iova), int(cmd.length), int(cmd.page_size)
-        if not length:
-            raise kerr(EINVAL)
-        last_iova = iova + length - 1
-        if last_iova > U64_MAX:
-            raise kerr(EOVERFLOW)
-        if iova & (pgsize - 1) or (last_iova + 1) & (pgsize - 1):
-            raise kerr(EINVAL)
-        if not page_size:
-            raise kerr(EINVAL)
-        if iova & (page_size - 1) or (last_iova + 1) & (page_size - 1):
-            raise kerr(EINVAL)
-        assert hwpt.domain is not None
-        raise kerr(EOPNOTSUPP)
-    finally:
-        ictx.put_object(hwpt)
 
 
 InvalidateFn = Callable[[mock_driver.UserDataArray], None]

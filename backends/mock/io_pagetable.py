@@ -502,10 +502,13 @@ class IoPagetable:
     # -- domains ------------------------------------------------------------
     def _domain_map_area(self, domain: IommuDomain, area: IoptArea,
                          pages: IoptPages) -> None:
-        """batch_to_domain() for a whole area: one iommu_map per contiguous PFN run."""
+        """batch_to_domain() for a whole area: one iommu_map per contiguous PFN run, or
+        its leaves at most a page with huge pages disabled."""
         assert isinstance(domain, PagingDomain)
         if pages.dmabuf_revoked:
             return  # iopt_area_fill_domain(): nothing to map
+        # Huge pages disabled: one iommu_map per CPU page (batch_iommu_map_small).
+        max_leaf = PAGE_SIZE if self.disable_large_pages else 0
         pinned = pages.pinned
         first, last = area.index, area.last_index
         run_iova = area.start
@@ -520,13 +523,13 @@ class IoPagetable:
                 if pfn == prev_pfn + 1:
                     run_end = end
                 else:
-                    domain.map(run_iova, run_phys, run_end - run_iova, area.iommu_prot)
+                    domain.map(run_iova, run_phys, run_end - run_iova, area.iommu_prot, max_leaf)
                     mapped.append((run_iova, run_end - run_iova))
                     run_iova = area.index_to_iova(index)
                     run_phys = pfn * PAGE_SIZE
                     run_end = end
                 prev_pfn = pfn
-            domain.map(run_iova, run_phys, run_end - run_iova, area.iommu_prot)
+            domain.map(run_iova, run_phys, run_end - run_iova, area.iommu_prot, max_leaf)
         except OSError:
             for iova, size in mapped:
                 domain.unmap(iova, size)

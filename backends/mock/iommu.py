@@ -53,13 +53,14 @@ class IommuDomain:
 
 
 class _Run:
-    __slots__ = ("last", "phys", "prot", "start")
+    __slots__ = ("last", "max_leaf", "phys", "prot", "start")
 
-    def __init__(self, start: int, last: int, phys: int, prot: int) -> None:
+    def __init__(self, start: int, last: int, phys: int, prot: int, max_leaf: int) -> None:
         self.start = start
         self.last = last
         self.phys = phys
         self.prot = prot
+        self.max_leaf = max_leaf
 
 
 class PagingDomain(IommuDomain):
@@ -71,14 +72,20 @@ class PagingDomain(IommuDomain):
         self._runs: IntervalTree[_Run] = IntervalTree()
         self.mapped = 0
         """Bytes currently mapped."""
+        self.dirty_marks: set[int] = set()
+        """IOVAs whose PTE slot has its dirty bit set (backends.mock.domain_dirty)."""
 
     @property
     def min_pgsize(self) -> int:
         """``1 << __ffs(pgsize_bitmap)``."""
         return self.pgsize_bitmap & -self.pgsize_bitmap
 
-    def map(self, iova: int, paddr: int, size: int, prot: int) -> None:
-        """iommu_map(): EINVAL unless iova, paddr and size are page-size aligned."""
+    def map(self, iova: int, paddr: int, size: int, prot: int, max_leaf: int = 0) -> None:
+        """iommu_map(): EINVAL unless iova, paddr and size are page-size aligned.
+
+        ``max_leaf`` (a power of two) stands for a series of iommu_map calls of at most
+        that size each, so the table's leaves are no larger (batch_iommu_map_small).
+        """
         pg = self.min_pgsize
         if (iova | paddr | size) & (pg - 1) or size == 0:
             raise kerr(EINVAL)
@@ -87,7 +94,7 @@ class PagingDomain(IommuDomain):
             raise kerr(EINVAL)
         if self._runs.first_overlap(iova, last) is not None:
             raise kerr(EEXIST)
-        self._runs.insert(_Run(iova, last, paddr, prot))
+        self._runs.insert(_Run(iova, last, paddr, prot, max_leaf))
         self.mapped += size
 
     def unmap(self, iova: int, size: int) -> int:
@@ -101,12 +108,17 @@ class PagingDomain(IommuDomain):
             cut_start = max(run.start, iova)
             cut_last = min(run.last, last)
             if run.start < cut_start:
-                self._runs.insert(_Run(run.start, cut_start - 1, run.phys, run.prot))
+                self._runs.insert(_Run(run.start, cut_start - 1, run.phys, run.prot,
+                                       run.max_leaf))
             if run.last > cut_last:
                 self._runs.insert(_Run(cut_last + 1, run.last,
-                                       run.phys + (cut_last + 1 - run.start), run.prot))
+                                       run.phys + (cut_last + 1 - run.start), run.prot,
+                                       run.max_leaf))
             done += cut_last - cut_start + 1
         self.mapped -= done
+        if self.dirty_marks:
+            # The freed PTEs take their dirty bits with them.
+            self.dirty_marks = {m for m in self.dirty_marks if not iova <= m <= last}
         return done
 
     def iova_to_phys(self, iova: int) -> int:
@@ -115,6 +127,11 @@ class PagingDomain(IommuDomain):
         if run is None:
             return 0
         return run.phys + (iova - run.start)
+
+    def mapping_at(self, iova: int) -> tuple[int, int, int, int] | None:
+        """The (iova, last, phys, max_leaf) of the map call that covers ``iova``."""
+        run = self._runs.find(iova)
+        return None if run is None else (run.start, run.last, run.phys, run.max_leaf)
 
     def mappings(self) -> list[tuple[int, int, int]]:
         """Every run as (iova, last, phys), for tests."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import uapi_headers as u
 from backends.mock import (
     device,
+    dirty_tracking,
     eventq,
     hw_pagetable,
     ioas,
@@ -353,9 +354,9 @@ _HANDLERS: dict[str, Callable[[Ucmd], int]] = {
     "IOMMU_GET_HW_INFO": device.iommufd_get_hw_info,
     "IOMMU_HW_QUEUE_ALLOC": viommu.iommufd_hw_queue_alloc_ioctl,
     "IOMMU_HWPT_ALLOC": hw_pagetable.iommufd_hwpt_alloc,
-    "IOMMU_HWPT_GET_DIRTY_BITMAP": hw_pagetable.iommufd_hwpt_get_dirty_bitmap,
+    "IOMMU_HWPT_GET_DIRTY_BITMAP": dirty_tracking.iommufd_hwpt_get_dirty_bitmap,
     "IOMMU_HWPT_INVALIDATE": hw_pagetable.iommufd_hwpt_invalidate,
-    "IOMMU_HWPT_SET_DIRTY_TRACKING": hw_pagetable.iommufd_hwpt_set_dirty_tracking,
+    "IOMMU_HWPT_SET_DIRTY_TRACKING": dirty_tracking.iommufd_hwpt_set_dirty_tracking,
     "IOMMU_IOAS_ALLOC": ioas.iommufd_ioas_alloc_ioctl,
     "IOMMU_IOAS_ALLOW_IOVAS": ioas.iommufd_ioas_allow_iovas,
     "IOMMU_IOAS_CHANGE_PROCESS": ioas.iommufd_ioas_change_process,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import uapi_headers as u
 from backends.mock import access as acc
-from backends.mock import dmabuf, eventq, mock_driver
+from backends.mock import dmabuf, domain_dirty, eventq, mock_driver
 from backends.mock.device import (
     IommufdDevice,
     iommufd_device_attach,
@@ -477,23 +477,23 @@ def _test_set_temp_memory_limit(ucmd: Ucmd) -> int:
 
 
 def _test_dirty(ucmd: Ucmd) -> int:
-    """IOMMU_TEST_OP_DIRTY: argument checks, then EINVAL unless tracking is on; the
-    dirty bits themselves come with dirty tracking."""
+    """IOMMU_TEST_OP_DIRTY: argument checks, then backends.mock.domain_dirty."""
     cmd = ucmd.cmd
     d = cmd.dirty
     page_size, length, iova = int(d.page_size), int(d.length), int(d.iova)
     if not page_size or not length or iova % page_size or length % page_size or not d.uptr:
         raise kerr(EINVAL)
-    if length // page_size > 16 * 1024 * 1024 * 8:
+    if length // page_size > domain_dirty.DIRTY_MAX_BITS:
         raise kerr(EOVERFLOW)
     ictx = ucmd.ictx
     hwpt, domain = _get_md_pagetable(ictx, int(cmd.id))
     try:
-        if not domain.dirty_tracking:
-            raise kerr(EINVAL)
-        raise kerr(EOPNOTSUPP)
+        d.out_nr_dirty = domain_dirty.mock_test_dirty(ictx.kernel, domain, iova, length,
+                                                      page_size, int(d.uptr))
+        ucmd.respond(u.ffi.sizeof(cmd[0]))
     finally:
         ictx.put_object(hwpt)
+    return 0
 
 
 def _test_trigger_iopf(ucmd: Ucmd) -> int:
