@@ -76,6 +76,8 @@ _SPECIAL: dict[tuple[str, str], Kind | None] = {
 
 def kind_of(struct: str, name: str) -> Kind | None:
     """The handle kind of field ``name`` (dotted) of ``struct``, None for plain data."""
+    if _is_pointer(struct, name):
+        return Kind.ADDR
     if (struct, name) in _SPECIAL:
         return _SPECIAL[(struct, name)]
     leaf = name.rsplit(".", 1)[-1]
@@ -90,6 +92,13 @@ def kind_of(struct: str, name: str) -> Kind | None:
     return None
 
 
+def _is_pointer(struct: str, name: str) -> bool:
+    ctype = u.ffi.typeof(struct)
+    for part in name.split("."):
+        ctype = dict(ctype.fields)[part].type
+    return bool(ctype.kind == "pointer")
+
+
 def leaves(ctype: Any, prefix: str = "", base: int = 0) -> Iterator[tuple[str, int, int]]:
     """``(dotted name, offset, size)`` of every scalar field of a cffi struct type;
     union members are all listed (callers pick one)."""
@@ -99,7 +108,7 @@ def leaves(ctype: Any, prefix: str = "", base: int = 0) -> Iterator[tuple[str, i
         dotted = f"{prefix}{name}" if name else prefix.rstrip(".")
         if ftype.kind in ("struct", "union"):
             yield from leaves(ftype, f"{dotted}." if dotted else "", offset)
-        elif ftype.kind == "primitive":
+        elif ftype.kind in ("primitive", "pointer"):
             yield dotted, offset, u.ffi.sizeof(ftype)
 
 
