@@ -13,6 +13,7 @@ on the host or inside a guest.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -487,15 +488,21 @@ class CompareBackend(Backend):
         raise BackendError(f"{self.spec}: cannot fork a child process in lockstep")
 
 
-def _read_named(struct: str, data: bytes, name: str) -> int:
-    """The value of field ``name`` (dotted) of ``struct`` in ``data``; 0 past its end."""
+@functools.cache
+def _place(struct: str, name: str) -> tuple[int, int]:
+    """``(offset, size)`` of field ``name`` (dotted) of ``struct``."""
     offset = 0
     ctype = ffi.typeof(struct)
     for part in name.split("."):
         field = dict(ctype.fields)[part]
         offset += field.offset
         ctype = field.type
-    size = ffi.sizeof(ctype)
+    return offset, ffi.sizeof(ctype)
+
+
+def _read_named(struct: str, data: bytes, name: str) -> int:
+    """The value of field ``name`` (dotted) of ``struct`` in ``data``; 0 past its end."""
+    offset, size = _place(struct, name)
     if offset + size > len(data):
         return 0
     return int.from_bytes(data[offset:offset + size], "little")
