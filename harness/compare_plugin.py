@@ -71,12 +71,6 @@ class ComparePlugin:
         for pair in self._pairs(item.config).values():
             pair.begin_case()
 
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        funcargs: dict[str, Any] = getattr(item, "funcargs", {})
-        pair = funcargs.get("backend")
-        if isinstance(pair, CompareBackend):
-            self.cases[pair.spec] = self.cases.get(pair.spec, 0) + 1
-
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item,
                                   call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
@@ -84,7 +78,12 @@ class ComparePlugin:
         report: pytest.TestReport = outcome.get_result()
         funcargs: dict[str, Any] = getattr(item, "funcargs", {})
         pair = funcargs.get("backend")
-        if not (report.failed and self.repro_dir and isinstance(pair, CompareBackend)):
+        if not isinstance(pair, CompareBackend):
+            return
+        ran = not report.skipped or hasattr(report, "wasxfail")
+        if report.when == "call" and ran:  # a case that ran in lockstep
+            self.cases[pair.spec] = self.cases.get(pair.spec, 0) + 1
+        if not (report.failed and self.repro_dir):
             return
         if hasattr(report, "wasxfail"):
             return
