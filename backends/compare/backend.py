@@ -280,18 +280,18 @@ class CompareBackend(Backend):
         if len(after) != len(safter):
             self._diverge(record, "output", f"argument length {len(after)} vs {len(safter)}")
             return
-        ok = record.results[0].error is None
         for f in lay.fields:
             pin, sin, pv, sv = f.read(before), f.read(sbefore), f.read(after), f.read(safter)
             if pv is None or sv is None:
                 continue
-            if self.maps.to_secondary(f.kind, ns[f.kind], pv) == sv:
+            if pv != pin and sv != sin and f.kind is not Kind.ADDR:
+                # A handle both sides wrote: paired (whatever the numbers), with its origin.
+                self.maps.bind(f.kind, ns[f.kind], pv, sv, (record.index, f.name))
                 continue
-            if (pv != pin) != (sv != sin) or f.kind is Kind.ADDR or not ok:
+            if self.maps.to_secondary(f.kind, ns[f.kind], pv) != sv:
                 self._diverge(record, "output",
                               f"{f.name}: {pv:#x} vs {sv:#x} (input {pin:#x} vs {sin:#x})")
                 return
-            self.maps.bind(f.kind, ns[f.kind], pv, sv, (record.index, f.name))
         self._remember_fault_fds(lay, after, record)
         differing = _differing_fields(lay, after, safter)
         if differing:

@@ -175,7 +175,7 @@ class _Writer:
             for name, text in self.fields(r):
                 self.emit(f"\t.{name} = {text},")
             self.emit("};")
-            address = f"&{var}"
+            address = f"&{var}, sizeof({var})"
         else:
             self.emit(f"/* {len(data)} bytes of {struct} */")
             self.emit(f"unsigned char {var}[{max(1, len(data))}] = {_c_bytes(data)};")
@@ -183,8 +183,8 @@ class _Writer:
                 if f.name in r.refs:
                     self.emit(f"put({var}, {f.offset}, {f.size}, "
                               f"{self.expr(r, f.name, 0)});")
-            address = var
-        self.emit(f'check("{r.call}", ioctl({fd}, {request}, {address}), {tail};')
+            address = f"{var}, sizeof({var})"
+        self.emit(f'check("{r.call}", guarded_ioctl({fd}, {request}, {address}), {tail};')
         for source, produced in step.produces.items():
             if source == "return":
                 continue

@@ -86,3 +86,41 @@ static UNUSED long fail_nth(const char *value)
 	close(fd);
 	return ret;
 }
+
+/*
+ * The ioctl with its argument copied to the very end of a page followed by an
+ * inaccessible one (and copied back after): a kernel read past the caller's
+ * buffer faults (EFAULT) instead of reading whatever lies after it.
+ */
+static UNUSED long guarded_ioctl(int fd, unsigned long request, void *arg, size_t len)
+{
+	static char *area;
+	static size_t pages;
+	size_t page = sysconf(_SC_PAGESIZE), need = (len + page - 1) / page;
+	char *at;
+	long ret;
+	int err;
+
+	if (!need)
+		need = 1;
+	if (need > pages) {
+		if (area)
+			munmap(area, (pages + 1) * page);
+		area = mmap(NULL, (need + 1) * page, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (area == MAP_FAILED) {
+			area = NULL;
+			pages = 0;
+			return -1;
+		}
+		mprotect(area + need * page, page, PROT_NONE);
+		pages = need;
+	}
+	at = area + pages * page - len;
+	memcpy(at, arg, len);
+	ret = ioctl(fd, request, at);
+	err = errno;
+	memcpy(arg, at, len);
+	errno = err;
+	return ret;
+}
