@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as with_seed
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, rule
 from hypothesis.stateful import run_state_machine_as_test as run_machine
 
 from backends.compare import CompareBackend, Divergence
@@ -64,7 +64,6 @@ def machine(result: Exploration, ops: Sequence[Op], buffer: int, memfd: int,
             result.sequences += 1
             self.world: World = open_world(pair, buffer, BUFFER_PAGES, memfd)
 
-        @precondition(lambda self: True)
         @rule(data=st.data())
         def step(self, data: st.DataObject) -> None:
             ready = [o for o in ops if o.ready(self.world)]
