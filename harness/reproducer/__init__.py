@@ -2,7 +2,7 @@
 
 :func:`write_reproducers` turns the pair's call log (a failed case, a divergence, a
 shrunk exploration) into ``<stem>.py`` (replays on any backend) and ``<stem>.c``
-(builds against the kernel's uapi headers, see :mod:`harness.reproducer.build`).
+(builds against the kernel's uapi headers, see :mod:`harness.reproducer.toolchain`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from backends import open_backend
 from backends.compare import CompareBackend
 from harness.explore import explore
 from harness.reproducer import program_of
-from harness.reproducer.build import build_reproducer
+from harness.reproducer.toolchain import build_reproducer
 from tests.framework.wrong_mock import WrongRuleMock
 
 ROOT = Path(__file__).resolve().parents[2]
