@@ -203,3 +203,20 @@ def test_short_argument_is_compared_through_the_command_table():
         pair.ioctl(fd, u.IOMMU_IOAS_ALLOC, arg)
     assert info.value.errno == errno.EFAULT
     assert pair.divergences == 0
+
+
+def test_fault_records_carry_device_ids_through_the_maps():
+    """A fault queue's records name devices by ID: the secondary's are read in the
+    primary's numbering before the bytes are compared (no model of the queue yet, so
+    the records are made here)."""
+    pair = _pair()
+    size = u.ffi.sizeof("struct iommu_hwpt_pgfault")
+    pair.maps.bind(Kind.ID, 3, 5, 9, (1, "out_idev_id"))   # device 5 here is 9 there
+    pair._fault_fds[7] = 3                                 # fault fd 7 of iommufd fd 3
+    record = u.ffi.new("struct iommu_hwpt_pgfault *", {"dev_id": 9, "addr": 0x1000})
+    secondary = bytes(u.ffi.buffer(record)) * 2
+    primary = pair._fault_records_to_primary(7, secondary)
+    back = u.ffi.from_buffer("struct iommu_hwpt_pgfault[]", bytearray(primary))
+    assert [back[i].dev_id for i in range(2)] == [5, 5]
+    assert back[1].addr == 0x1000 and len(primary) == 2 * size
+    assert pair._fault_records_to_primary(8, secondary) == secondary  # not a fault fd
