@@ -5,15 +5,19 @@ sometimes a bad one on purpose), issues its calls, and records what it created. 
 no claim about the result: the lockstep backend underneath compares every call, so an
 errno both sides agree on is just another outcome. New areas (HWPT nesting, PASIDs,
 vIOMMU, dirty tracking) plug in with :func:`op` in their own module, declaring the
-backend features they need.
+backend features they need: any module ``harness/explore/ops_*.py`` is imported by
+:func:`available`, so a new area is one new file.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
@@ -99,8 +103,17 @@ def op(name: str, *, requires: tuple[str, ...] = (),
     return register
 
 
+def load_areas() -> None:
+    """Import every ``harness.explore.ops_*`` module (each registers its operations)."""
+    package = Path(__file__).parent
+    for info in pkgutil.iter_modules([str(package)]):
+        if info.name.startswith("ops_"):
+            importlib.import_module(f"harness.explore.{info.name}")
+
+
 def available(backend: Backend) -> list[Op]:
-    """The operations ``backend`` has every feature for."""
+    """The operations ``backend`` has every feature for (after :func:`load_areas`)."""
+    load_areas()
     return [o for o in OPS if backend.has(*o.requires)]
 
 
