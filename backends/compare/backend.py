@@ -424,8 +424,17 @@ class CompareBackend(Backend):
 
     def memfd_create(self, name: str) -> int:
         """memfd_create(2) on both, paired."""
-        record = self._record("memfd", (name,), "memfd_create")
+        record = self._record("memfd", (name, None), "memfd_create")
         self._both(record, lambda be: be.memfd_create(name))
+        self._same_errno(record)
+        self._new_fd(record)
+        fd: int = self._settle(record)
+        return fd
+
+    def memfd(self, length: int, name: str = "iommufd-harness") -> int:
+        """A sized memfd on both (each side's own way), paired."""
+        record = self._record("memfd", (name, length), "memfd")
+        self._both(record, lambda be: be.memfd(length, name))
         self._same_errno(record)
         self._new_fd(record)
         fd: int = self._settle(record)

@@ -107,9 +107,13 @@ class _Writer:
         self.emit(f'check("close", close({self.expr(r, "fd", r.args[0])}), {err}, 0, 0);')
 
     def _memfd(self, step: Step, err: int) -> None:
+        name, length = step.record.args
         var = step.produces["return"]
-        self.emit(f'int {var} = memfd_create("{step.record.args[0]}", MFD_CLOEXEC);')
-        self.emit(f'check("memfd_create", {var}, {err}, 0, 0);')
+        self.emit(f'int {var} = memfd_create("{name}", MFD_CLOEXEC);')
+        if length is not None:
+            self.emit(f"if ({var} >= 0 && ftruncate({var}, {length:#x}))")
+            self.emit(f"\t{var} = -1;")
+        self.emit(f'check("memfd", {var}, {err}, 0, 0);')
 
     def _ftruncate(self, step: Step, err: int) -> None:
         r = step.record

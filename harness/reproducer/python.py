@@ -126,7 +126,9 @@ def _call(program: Program, r: Record) -> str:
     if r.op == "open":
         return f"{be}.open, {a[0]!r}, {a[1]}"
     if r.op == "memfd":
-        return f"{be}.memfd_create, {a[0]!r}"
+        if a[1] is None:
+            return f"{be}.memfd_create, {a[0]!r}"
+        return f"{be}.memfd, {a[1]:#x}, {a[0]!r}"
     if r.op in ("close", "ftruncate", "read", "write"):
         rest = "".join(f", {x!r}" for x in a[1:])
         return f"{be}.{r.op}, {_expr(program, r, 'fd', a[0])}{rest}"
