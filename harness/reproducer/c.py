@@ -79,7 +79,10 @@ class _Writer:
         addr = self.pointer(r, "addr", r.args[0])
         data: bytes = r.args[1]
         pattern = fill_pattern(data)
-        if pattern is not None and len(data) > 64:
+        if pattern == bytes(range(256)):
+            self.emit(f"for (size_t i = 0; i < {len(data):#x}; i++)")
+            self.emit(f"\t({addr})[i] = i;\t/* 0, 1, ..., 255, 0, 1, ... */")
+        elif pattern is not None and len(data) > 64:
             self.emit(f"fill({addr}, (const unsigned char []){_c_bytes(pattern)}, "
                       f"{len(pattern)}, {len(data):#x});")
         else:
@@ -136,7 +139,7 @@ class _Writer:
     def _read(self, step: Step, err: int) -> None:
         r = step.record
         fd, length = r.args
-        buf = f"buf{r.index}"
+        buf = f"buf{step.number}"
         self.emit(f"char {buf}[{max(1, length)}];")
         self.emit(f'check("read", read({self.expr(r, "fd", fd)}, {buf}, {length}), {err}, '
                   f"0, 0);")
@@ -170,7 +173,7 @@ class _Writer:
                 self.expr(r, "arg", arg) if not isinstance(arg, int) else str(arg))
             self.emit(f'check("{r.call}", ioctl({fd}, {request}, {arg_text}), {tail};')
             return
-        var = f"arg{r.index}"
+        var = f"arg{step.number}"
         struct = r.layout.struct
         data = r.data or b""
         exact = len(data) == u.ffi.sizeof(struct)

@@ -28,6 +28,7 @@ class Step:
     expect: Attempt                  # the result to check (the secondary's at a divergence)
     other: Attempt | None = None     # at the divergence: the primary's result
     produces: dict[str, str] = field(default_factory=dict)   # source -> variable name
+    number: int = 0                  # the step's place in the program, from 1
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Program:
         return any(s.record.call.startswith("IOMMU_TEST_CMD") for s in self.steps)
 
 
-def _name(record: Record, source: str) -> str:
+def _name(record: Record, source: str, number: int) -> str:
     if source == "return":
         base = {"open": "fd", "memfd": "memfd", "alloc": "mem", "mmap": "mem"}.get(
             record.op, "ret")
@@ -61,7 +62,7 @@ def _name(record: Record, source: str) -> str:
         leaf = source.rsplit(".", 1)[-1]
         base = re.sub(r"^out_", "", leaf)
         base = re.sub(r"_id$", "", base) or "id"
-    return f"{base}{record.index}"
+    return f"{base}{number}"
 
 
 def build(records: list[Record], sides: tuple[str, str], releases: tuple[str, str],
@@ -88,14 +89,14 @@ def build(records: list[Record], sides: tuple[str, str], releases: tuple[str, st
         for ref in record.refs.values():
             used.setdefault(ref.index, set()).add(ref.source)
     steps = []
-    for record in keep:
+    for number, record in enumerate(keep, start=1):
         p, s = record.results
         divergent = record.diverged is not None
-        step = Step(record, s if divergent else p, p if divergent else None)
+        step = Step(record, s if divergent else p, p if divergent else None, number=number)
         for source in sorted(used.get(record.index, ())):
-            step.produces[source] = _name(record, source)
+            step.produces[source] = _name(record, source, number)
         if record.op in ("alloc", "mmap", "open", "memfd") and "return" not in step.produces:
-            step.produces["return"] = _name(record, "return")
+            step.produces["return"] = _name(record, "return", number)
         steps.append(step)
     return Program(steps, sides, releases, title, notes)
 

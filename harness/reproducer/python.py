@@ -84,7 +84,7 @@ def _step(program: Program, step: Step) -> list[str]:
             lines.append(f'{out}r.step("{name}", {err}, r.ioctl, {fd_expr}, {req}, {arg}, '
                          f"expect_value={value!r})")
             return lines
-        var = f"arg{r.index}"
+        var = f"arg{step.number}"
         size = u.ffi.sizeof(r.layout.struct)
         if r.data is not None and len(r.data) == size:
             lines.append(f'{var} = u.ffi.new("{r.layout.struct} *", '
