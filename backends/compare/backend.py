@@ -392,6 +392,7 @@ class CompareBackend(Backend):
         saddr = self._addr(record, addr)
         self._plain(record, lambda be: be.munmap(addr, length),
                     lambda be: be.munmap(saddr, length))
+        self.maps.unmapped(addr, length)
 
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
               hugepage: bool = False) -> int:

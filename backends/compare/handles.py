@@ -25,6 +25,7 @@ class Region:
     secondary: int
     length: int
     origin: int   # index of the call that made it (for reproducers)
+    live: bool = True  # False once wholly unmapped (kept: later uses fault on both)
 
 
 @dataclass
@@ -54,10 +55,8 @@ class HandleMaps:
     def to_primary(self, kind: Kind, ns: Namespace, value: int) -> int:
         """The primary's handle for the secondary's ``value``."""
         if kind is Kind.ADDR:
-            for region in reversed(self.regions):
-                if region.secondary <= value <= region.secondary + region.length:
-                    return region.primary + value - region.secondary
-            return value
+            region = _find(self.regions, value, secondary=True)
+            return value if region is None else region.primary + value - region.secondary
         return self.back.get((kind, ns, value), value)
 
     def origin(self, kind: Kind, ns: Namespace, value: int) -> tuple[int, str] | None:
@@ -69,8 +68,28 @@ class HandleMaps:
         self.regions.append(Region(primary, secondary, length, origin))
 
     def region_of(self, addr: int) -> Region | None:
-        """The newest region holding (or ending at) the primary's ``addr``."""
-        for region in reversed(self.regions):
-            if region.primary <= addr <= region.primary + region.length:
-                return region
-        return None
+        """The region of the primary's ``addr`` (see :func:`_find`)."""
+        return _find(self.regions, addr, secondary=False)
+
+    def unmapped(self, addr: int, length: int) -> None:
+        """munmap of the primary's ``[addr, addr + length)``: regions it covers whole
+        are no longer live."""
+        for region in self.regions:
+            if addr <= region.primary and region.primary + region.length <= addr + length:
+                region.live = False
+
+
+def _find(regions: list[Region], addr: int, *, secondary: bool) -> Region | None:
+    """The region holding ``addr``: a live one before an unmapped one, the newest first;
+    failing that, one that ends right at ``addr`` (an end pointer of a buffer)."""
+    def start(region: Region) -> int:
+        return region.secondary if secondary else region.primary
+
+    inside = [r for r in regions if start(r) <= addr < start(r) + r.length]
+    for region in reversed(inside):
+        if region.live:
+            return region
+    if inside:
+        return inside[-1]
+    ending = [r for r in regions if addr == start(r) + r.length]
+    return ending[-1] if ending else None

@@ -76,8 +76,9 @@ class CallLog:
         kept = [r for r in self.records
                 if r.op in self._SETUP_OPS or (r.op == "poke" and not self.started)]
         self.started = True
-        # A later fill of the same bytes supersedes an earlier one: the set-up stays small.
-        self.setup = _latest_fills(self.setup + kept)
+        # A later fill of the same bytes supersedes an earlier one, and memory unmapped
+        # whole is gone: the set-up stays small.
+        self.setup = _without_unmapped(_latest_fills(self.setup + kept))
         self.records = []
 
     def case_records(self) -> list[Record]:
@@ -92,3 +93,17 @@ def _latest_fills(records: list[Record]) -> list[Record]:
             last_fill[(record.args[0], len(record.args[1]))] = position
     return [r for position, r in enumerate(records)
             if r.op != "poke" or last_fill.get((r.args[0], len(r.args[1]))) == position]
+
+
+def _without_unmapped(records: list[Record]) -> list[Record]:
+    """Drop allocations unmapped whole, with their unmapping and fills."""
+    gone: set[int] = set()
+    for record in records:
+        if record.op == "munmap" and "addr" in record.refs:
+            ref = record.refs["addr"]
+            made = next((r for r in records if r.index == ref.index), None)
+            if made is not None and ref.offset == 0 and made.op == "alloc" \
+                    and record.args[1] >= made.args[0]:
+                gone.add(made.index)
+    return [r for r in records
+            if r.index not in gone and not any(ref.index in gone for ref in r.refs.values())]

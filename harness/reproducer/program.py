@@ -15,7 +15,7 @@ from backends.compare.divergence import Attempt
 from backends.compare.log import Record, Ref
 
 # Calls whose only effect is memory contents or fds: kept when something refers to them.
-_SETUP = frozenset({"alloc", "mmap", "memfd", "ftruncate", "poke"})
+_SETUP = frozenset({"alloc", "mmap", "memfd", "ftruncate", "poke", "munmap"})
 # Calls that change nothing: kept only where they diverged.
 _LOOKS = frozenset({"peek", "proc_status"})
 
@@ -79,7 +79,8 @@ def build(records: list[Record], sides: tuple[str, str], releases: tuple[str, st
         if not divergent and record.op in _LOOKS:
             continue
         if record.op in _SETUP and record.index not in needed and not divergent:
-            if not (record.op in ("poke", "ftruncate") and _targets(record) & needed):
+            if not (record.op in ("poke", "ftruncate", "munmap")
+                    and _targets(record) & needed):
                 continue
         keep.append(record)
         needed.update(ref.index for ref in record.refs.values())

@@ -16,6 +16,7 @@ import uapi_headers as u
 from backends import BackendError, open_backend, parse_spec
 from backends.compare import CompareBackend, Divergence
 from backends.compare.fields import Kind
+from backends.compare.handles import HandleMaps
 from backends.compare.known import load
 from backends.contract import IoctlArg
 from backends.mock import MockBackend
@@ -220,3 +221,17 @@ def test_fault_records_carry_device_ids_through_the_maps():
     assert [back[i].dev_id for i in range(2)] == [5, 5]
     assert back[1].addr == 0x1000 and len(primary) == 2 * size
     assert pair._fault_records_to_primary(8, secondary) == secondary  # not a fault fd
+
+
+def test_an_address_at_the_end_of_one_buffer_and_the_start_of_the_next_is_the_next():
+    """Found in the lockstep suite run: a 4 MiB buffer, unmapped, ended exactly where the
+    session's shared buffer began; the start of the latter must map to its own region."""
+    maps = HandleMaps()
+    maps.add_region(0x10000, 0xA0000, 0x1000, origin=1)    # the shared buffer
+    maps.add_region(0xF000, 0x50000, 0x1000, origin=2)     # ends at its start
+    maps.unmapped(0xF000, 0x1000)
+    assert maps.to_secondary(Kind.ADDR, 0, 0x10000) == 0xA0000
+    assert maps.to_secondary(Kind.ADDR, 0, 0xF800) == 0x50800   # unmapped: still paired
+    assert maps.to_secondary(Kind.ADDR, 0, 0x11000) == 0xA1000  # an end pointer
+    assert maps.to_primary(Kind.ADDR, 0, 0xA0000) == 0x10000
+    assert maps.to_secondary(Kind.ADDR, 0, 0x999999) == 0x999999  # unknown: unchanged
