@@ -34,6 +34,22 @@ _FD_RETURNS = frozenset({"IOMMU_TEST_CMD/IOMMU_TEST_OP_DMABUF_GET"})
 _PGFAULT = "struct iommu_hwpt_pgfault"
 
 
+EXACT_ALIGN = 2 * 1024 * 1024
+
+
+def alloc_exact(be: Backend, length: int, align: int, shared: bool, hugepage: bool) -> int:
+    """``length`` bytes at an odd multiple of ``align`` in ``be`` (the slack is unmapped)."""
+    base = be.alloc(length + 2 * align, align=align, shared=shared, hugepage=hugepage)
+    addr = base if (base // align) % 2 else base + align
+    span = -(-length // be.page_size) * be.page_size
+    if addr > base:
+        be.munmap(base, addr - base)
+    end = base + length + 2 * align
+    if addr + span < end:
+        be.munmap(addr + span, end - addr - span)
+    return addr
+
+
 def _attempt(fn: Callable[..., Any], *args: Any) -> Attempt:
     try:
         return Attempt(fn(*args))
@@ -396,10 +412,16 @@ class CompareBackend(Backend):
 
     def alloc(self, length: int, *, align: int = 0, shared: bool = True,
               hugepage: bool = False) -> int:
-        """Anonymous memory on both, paired."""
-        record = self._record("alloc", (length, align, shared, hugepage), "alloc")
-        self._both(record, lambda be: be.alloc(length, align=align, shared=shared,
-                                               hugepage=hugepage))
+        """Anonymous memory on both, paired, at addresses with the same low bits.
+
+        The kernel derives IOVA alignment from the user address (an automatic IOVA
+        keeps the buffer's alignment), so both sides' buffers start at an odd multiple
+        of the same power of two ``A`` (at least 2 MiB and ``align``): the alignment of
+        every address inside is then the same on both.
+        """
+        exact = max(align, self.hugepage_size, EXACT_ALIGN)
+        record = self._record("alloc", (length, exact, shared, hugepage), "alloc")
+        self._both(record, lambda be: alloc_exact(be, length, exact, shared, hugepage))
         self._same_errno(record)
         self._new_region(record, length)
         addr: int = self._settle(record)

@@ -47,18 +47,17 @@ static UNUSED void check_bytes(const char *what, const void *got, const void *wa
 	}
 }
 
+/* len bytes at an odd multiple of align: the same address alignment as in the run. */
 static UNUSED char *alloc_mem(size_t len, size_t align, int shared, int huge)
 {
-	size_t page = sysconf(_SC_PAGESIZE);
-	char *p;
+	char *p = mmap(NULL, len + 2 * align, PROT_READ | PROT_WRITE,
+		       (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
 
-	if (align < page)
-		align = page;
-	p = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
-		 (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
 	p = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	if (!(((uintptr_t)p / align) & 1))
+		p += align;
 	if (huge)
 		madvise(p, len, MADV_HUGEPAGE);
 	return p;

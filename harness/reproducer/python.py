@@ -117,8 +117,7 @@ def _call(program: Program, r: Record) -> str:
     a = r.args
     be = "r.backend"
     if r.op == "alloc":
-        return (f"lambda: {be}.alloc({a[0]:#x}, align={a[1]:#x}, shared={a[2]}, "
-                f"hugepage={a[3]})")
+        return f"r.alloc, {a[0]:#x}, {a[1]:#x}, {a[2]}, {a[3]}"
     if r.op == "poke":
         return f"{be}.poke, {_expr(program, r, 'addr', a[0])}, {_data(a[1])}"
     if r.op in ("peek", "munmap"):

@@ -65,6 +65,12 @@ class Replay:
                          if i >= min(len(got), len(want)) or got[i] != want[i])
             print(f"# {what}: differs from byte {first} ({len(got)} vs {len(want)} bytes)")
 
+    def alloc(self, length: int, align: int, shared: bool, hugepage: bool) -> int:
+        """Memory at an odd multiple of ``align``: the address alignment of the run."""
+        from backends.compare.backend import alloc_exact
+
+        return alloc_exact(self.backend, length, align, shared, hugepage)
+
     def ioctl(self, fd: int, request: int, arg: Any) -> int:
         """The backend's ioctl (a step function)."""
         return self.backend.ioctl(fd, request, arg)
