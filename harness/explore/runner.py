@@ -10,7 +10,7 @@ from which the reproducers are written.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,11 +84,15 @@ def machine(result: Exploration, ops: Sequence[Op], buffer: int, memfd: int,
 
 
 def explore(pair: CompareBackend, operations: int, seed: int = 0, *,
-            steps: int = STEPS, repro_dir: Path | None = None) -> Exploration:
+            steps: int = STEPS, repro_dir: Path | None = None,
+            only: Collection[str] | None = None) -> Exploration:
     """Run about ``operations`` random operations on ``pair`` (stopping at the first
-    unexplained divergence, shrunk); write its reproducers into ``repro_dir``."""
+    unexplained divergence, shrunk); write its reproducers into ``repro_dir``.
+    ``only`` limits the operations to those names."""
     result = Exploration(pair)
-    ops = available(pair)
+    ops = [o for o in available(pair) if only is None or o.name in only]
+    if not ops:
+        raise ValueError(f"no operation of {sorted(only or ())} is available on {pair.spec}")
     buffer = pair.alloc(BUFFER_PAGES * pair.page_size)
     pair.poke(buffer, bytes(range(256)) * (BUFFER_PAGES * pair.page_size // 256))
     memfd = pair.memfd(BUFFER_PAGES * pair.page_size)

@@ -75,3 +75,13 @@ def test_cli_prints_the_summary_line(capsys: pytest.CaptureFixture[str]):
 def test_cli_bad_backend_is_one_line(capsys: pytest.CaptureFixture[str]):
     assert cli.main(["explore", "--compare", "nope", "--ops", "5"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_only_limits_the_operations():
+    pair = CompareBackend(MockBackend(), MockBackend())
+    result = explore(pair, 40, seed=1, only={"ioas_alloc"})
+    assert result.failure is None and result.operations >= 40
+    ioctls = {r.call for r in pair.log.records if r.op == "ioctl"}
+    assert ioctls == {"IOMMU_IOAS_ALLOC"}
+    with pytest.raises(ValueError, match="no operation"):
+        explore(pair, 5, only={"nope"})
