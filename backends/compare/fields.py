@@ -143,6 +143,12 @@ TEST_OP_NAMES: dict[int, str] = {
     if name.startswith("IOMMU_TEST_OP_") and isinstance(value, int)}
 REQUEST_NAMES: dict[int, str] = {value: name for name, value in u.IOCTLS.items()}
 _TEST_CMD = "struct iommu_test_cmd"
+# VFIO compat ioctls (on the iommufd fd): their structs, for callers that pass bytes.
+_VFIO_STRUCTS: dict[int, str] = {
+    u.VFIO_IOMMU_GET_INFO: "struct vfio_iommu_type1_info",
+    u.VFIO_IOMMU_MAP_DMA: "struct vfio_iommu_type1_dma_map",
+    u.VFIO_IOMMU_UNMAP_DMA: "struct vfio_iommu_type1_dma_unmap",
+}
 
 
 def _struct_fields(struct: str, member: str | None = None,
@@ -184,6 +190,7 @@ def layout(request: int, arg: Any, data: bytes | bytearray) -> Layout:
     struct = command.struct if command is not None else None
     if struct is None and arg is not None and not isinstance(arg, int):
         struct = _cdata_struct(arg)
+    struct = struct or _VFIO_STRUCTS.get(request)
     key = (request, struct or "")
     if key not in _CACHE:
         _CACHE[key] = Layout(struct, name, _struct_fields(struct) if struct else ())

@@ -167,16 +167,16 @@ class _Writer:
         value = step.expect.value if isinstance(step.expect.value, int) else 0
         check_ret = int(err == 0 and (value == 0 or r.diverged == "return"))
         tail = f"{err}, {check_ret}, {value})"
-        if r.layout is None or r.layout.struct is None or len(r.args) > 2:
+        if r.data is None:  # no argument, a value or a bare address
             arg = r.args[2] if len(r.args) > 2 else None
             arg_text = "NULL" if arg is None else (
                 self.expr(r, "arg", arg) if not isinstance(arg, int) else str(arg))
             self.emit(f'check("{r.call}", ioctl({fd}, {request}, {arg_text}), {tail};')
             return
         var = f"arg{step.number}"
-        struct = r.layout.struct
-        data = r.data or b""
-        exact = len(data) == u.ffi.sizeof(struct)
+        struct = r.layout.struct if r.layout is not None else None
+        data = r.data
+        exact = struct is not None and len(data) == u.ffi.sizeof(struct)
         if exact:
             self.emit(f"{struct} {var} = {{")
             for name, text in self.fields(r):
@@ -184,9 +184,9 @@ class _Writer:
             self.emit("};")
             address = f"&{var}, sizeof({var})"
         else:
-            self.emit(f"/* {len(data)} bytes of {struct} */")
+            self.emit(f"/* {len(data)} bytes of {struct or 'the argument'} */")
             self.emit(f"unsigned char {var}[{max(1, len(data))}] = {_c_bytes(data)};")
-            for f in r.layout.fields:
+            for f in r.layout.fields if r.layout is not None else ():
                 if f.name in r.refs:
                     self.emit(f"put({var}, {f.offset}, {f.size}, "
                               f"{self.expr(r, f.name, 0)});")
@@ -198,6 +198,7 @@ class _Writer:
             if exact:
                 self.emit(f"__u32 {produced} = {var}.{source};")
             else:
+                assert r.layout is not None
                 offset = next(f.offset for f in r.layout.fields if f.name == source)
                 self.emit(f"__u32 {produced}; memcpy(&{produced}, {var} + {offset}, 4);")
         if step.other is not None and exact:

@@ -78,21 +78,21 @@ def _step(program: Program, step: Step) -> list[str]:
         fd, request = r.args[0], r.args[1]
         fd_expr = _expr(program, r, "fd", fd)
         req = _request_name(request)
-        if r.layout is None or r.layout.struct is None or len(r.args) > 2:
+        if r.data is None:  # no argument, a value or a bare address
             arg = _expr(program, r, "arg", r.args[2]) if len(r.args) > 2 and isinstance(
                 r.args[2], int) else "None"
             lines.append(f'{out}r.step("{name}", {err}, r.ioctl, {fd_expr}, {req}, {arg}, '
                          f"expect_value={value!r})")
             return lines
         var = f"arg{step.number}"
-        size = u.ffi.sizeof(r.layout.struct)
-        if r.data is not None and len(r.data) == size:
-            lines.append(f'{var} = u.ffi.new("{r.layout.struct} *", '
+        struct = r.layout.struct if r.layout is not None else None
+        if struct is not None and len(r.data) == u.ffi.sizeof(struct):
+            lines.append(f'{var} = u.ffi.new("{struct} *", '
                          f"{_nested(_fields(program, r))})")
         else:
-            lines.append(f"{var} = r.raw({_data(r.data or b'')})  # {len(r.data or b'')} "
-                         f"bytes of {r.layout.struct}")
-            for f in r.layout.fields:
+            lines.append(f"{var} = r.raw({_data(r.data)})  # {len(r.data)} "
+                         f"bytes of {struct or 'the argument'}")
+            for f in r.layout.fields if r.layout is not None else ():
                 if f.name in r.refs:
                     lines.append(f"r.put({var}, {f.offset}, {f.size}, "
                                  f"{_expr(program, r, f.name, 0)})")

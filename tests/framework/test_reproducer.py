@@ -83,3 +83,24 @@ def test_fill_pattern():
     assert fill_pattern(bytes(range(256)) * 3) == bytes(range(256))
     assert fill_pattern(b"\xaa" * 100) == b"\xaa"
     assert fill_pattern(os.urandom(600) + b"x") is None
+
+
+def test_a_byte_buffer_argument_is_replayed_as_bytes():
+    """VFIO_IOMMU_GET_INFO with a caller's byte buffer (the compat tests pass one): the
+    comparison reads it as its struct, the reproducers pass the same bytes."""
+    from harness.reproducer import c, python
+
+    pair = CompareBackend(MockBackend(), MockBackend())
+    fd = pair.open("/dev/iommu")
+    buf = u.ffi.new("uint8_t[]", 16)   # shorter than the struct: passed as bytes
+    buf[0] = 16
+    try:
+        pair.ioctl(fd, u.VFIO_IOMMU_GET_INFO, buf)
+    except OSError:
+        pass
+    step = program_of(pair, None).steps[-1]
+    assert step.record.layout is not None
+    assert step.record.layout.struct == "struct vfio_iommu_type1_info"
+    program = program_of(pair, None)
+    assert "r.raw(bytes.fromhex('10000000" in python.render(program)
+    assert "unsigned char arg2[16] = {" in c.render(program, "")
