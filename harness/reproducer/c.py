@@ -185,7 +185,16 @@ class _Writer:
             address = f"&{var}, sizeof({var})"
         else:
             self.emit(f"/* {len(data)} bytes of {struct or 'the argument'} */")
-            self.emit(f"unsigned char {var}[{max(1, len(data))}] = {_c_bytes(data)};")
+            fill = data[-1] if data else 0
+            head = data.rstrip(bytes([fill]))
+            if len(data) - len(head) > 32:  # a long filled tail: memset, then the head
+                self.emit(f"unsigned char {var}[{len(data)}];")
+                self.emit(f"memset({var}, {fill:#04x}, sizeof({var}));")
+                if head:
+                    self.emit(f"memcpy({var}, (const unsigned char []){_c_bytes(head)}, "
+                              f"{len(head)});")
+            else:
+                self.emit(f"unsigned char {var}[{max(1, len(data))}] = {_c_bytes(data)};")
             for f in r.layout.fields if r.layout is not None else ():
                 if f.name in r.refs:
                     self.emit(f"put({var}, {f.offset}, {f.size}, "
@@ -201,9 +210,18 @@ class _Writer:
                 assert r.layout is not None
                 offset = next(f.offset for f in r.layout.fields if f.name == source)
                 self.emit(f"__u32 {produced}; memcpy(&{produced}, {var} + {offset}, 4);")
-        if step.other is not None and exact:
+        if step.other is not None:
             for name, _, want in r.field_diffs:
-                self.emit(f'check_field("{name}", {var}.{name}, {want:#x});')
+                got = f"{var}.{name}" if exact else self.raw_field(r, var, name)
+                self.emit(f'check_field("{name}", {got}, {want:#x});')
+
+    @staticmethod
+    def raw_field(r: Record, var: str, name: str) -> str:
+        """A field of a byte-buffer argument, read with the prelude's ``get``."""
+        assert r.layout is not None and r.layout.struct is not None
+        place = {n: (o, w) for n, o, w in leaves(u.ffi.typeof(r.layout.struct))}
+        offset, width = place[name]
+        return f"get({var}, {offset}, {width})"
 
     def fields(self, r: Record) -> list[tuple[str, str]]:
         """Designated initializers: nonzero and handle fields of the argument."""

@@ -74,6 +74,14 @@ static UNUSED void put(unsigned char *arg, size_t offset, size_t size, unsigned 
 	memcpy(arg + offset, &value, size);	/* little endian, as the guests are */
 }
 
+static UNUSED unsigned long long get(const unsigned char *arg, size_t offset, size_t size)
+{
+	unsigned long long value = 0;
+
+	memcpy(&value, arg + offset, size);	/* little endian, as the guests are */
+	return value;
+}
+
 static UNUSED long fail_nth(const char *value)
 {
 	int fd = open("/proc/thread-self/fail-nth", O_RDWR);

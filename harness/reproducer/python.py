@@ -103,7 +103,9 @@ def _step(program: Program, step: Step) -> list[str]:
                 lines.append(f"{produced} = {var}.{source}")
         if step.other is not None and r.field_diffs:
             wanted = {n: s for n, _, s in r.field_diffs}
-            lines.append(f"r.check_fields({var}, {wanted!r})")
+            view = var if struct is not None and len(r.data) == u.ffi.sizeof(struct) \
+                else f'u.ffi.cast("{struct} *", {var})'
+            lines.append(f"r.check_fields({view}, {wanted!r})")
         return lines
     call = _call(program, r)
     check_value = step.other is not None and r.op in ("peek", "read")
