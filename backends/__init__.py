@@ -7,6 +7,7 @@ spec               where the ioctls go
 ``kernel``         this host's /dev/iommu (lab machines, or inside a guest)
 ``qemu:x86_64``    a QEMU guest with intel-iommu, via the guest agent
 ``qemu:aarch64``   a QEMU guest with smmuv3, via the guest agent
+``compare:A+B``    A and B in lockstep, every call compared (backends.compare)
 =================  ===================================================
 """
 
@@ -27,11 +28,19 @@ __all__ = [
 ]
 
 BACKEND_SPECS = ("mock", "kernel", "qemu:x86_64", "qemu:aarch64")
+COMPARE_PREFIX = "compare:"
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``"qemu:x86_64"`` into ``("qemu", "x86_64")``; reject unknown specs in one line."""
     spec = spec.strip()
+    if spec.startswith(COMPARE_PREFIX):
+        pair = spec.removeprefix(COMPARE_PREFIX).split("+")
+        if len(pair) != 2:
+            raise BackendError(f"bad backend {spec!r}: write compare:A+B with two backends")
+        for side in pair:
+            parse_spec(side)
+        return "compare", "+".join(pair)
     if spec not in BACKEND_SPECS:
         raise BackendError(
             f"unknown backend {spec!r}: valid backends are {', '.join(BACKEND_SPECS)}")
@@ -54,10 +63,23 @@ def _open_qemu(arch: str) -> Backend:
     return QemuBackend(arch)
 
 
+def _open_compare(pair: str) -> Backend:
+    from backends.compare import CompareBackend
+    first, second = pair.split("+")
+    primary = open_backend(first)
+    try:
+        secondary = open_backend(second)
+    except BaseException:
+        primary.shutdown()
+        raise
+    return CompareBackend(primary, secondary)
+
+
 _OPENERS: dict[str, Callable[[str], Backend]] = {
     "mock": _open_mock,
     "kernel": _open_kernel,
     "qemu": _open_qemu,
+    "compare": _open_compare,
 }
 
 

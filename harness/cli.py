@@ -2,6 +2,11 @@
 
 ``iommufd-harness run [--backend SPEC] [--ktap FILE] [PYTEST ARGS...]``
     run the iommufd scenario suite (tests/iommufd) on a backend (default mock).
+``iommufd-harness run --backend A --compare B [--repro-dir DIR]``
+    the suite on A and B in lockstep, failing each case at its first divergence.
+``iommufd-harness explore --backend A --compare B --ops N --seed S [--repro-dir DIR]``
+    random iommufd operations on A and B in lockstep; the first divergence is shrunk
+    and written out as Python and C reproducers.
 ``iommufd-harness vm build|boot|shell [...]``
     build, boot, or get a shell on a QEMU test guest (see vm_images.cli).
 """
@@ -30,13 +35,52 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
         argv += ["--backend", spec]
     if args.ktap:
         argv += ["--ktap", args.ktap]
+    if args.compare:
+        argv += ["--compare", args.compare]
+    if args.repro_dir:
+        argv += ["--repro-dir", args.repro_dir]
     return int(pytest.main(argv + extra))
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from backends import BackendError, open_backend
+
+    spec = f"compare:{args.backend}+{args.compare}"
+    try:
+        pair = open_backend(spec)
+    except BackendError as error:
+        print(f"iommufd-harness explore: {error}", file=sys.stderr)
+        return 2
+    from backends.compare import CompareBackend
+    from harness.explore import explore
+
+    assert isinstance(pair, CompareBackend)
+    with pair:
+        result = explore(pair, args.ops, args.seed, steps=args.steps,
+                         repro_dir=Path(args.repro_dir) if args.repro_dir else None)
+    for reported in pair.reported:
+        print(f"{pair.primary.spec} vs {pair.secondary.spec}: {reported.line()}")
+    if result.failure is not None:
+        print(result.failure)
+    if result.error is not None:
+        print(f"exploration stopped: {result.error}")
+    for path in result.reproducers:
+        print(f"reproducer: {path}")
+    print(result.summary())
+    return 1 if result.failure is not None or result.error is not None else 0
 
 
 def _vm(extra: list[str]) -> int:
     from vm_images import cli as vm_cli
 
     return vm_cli.main(extra, prog="iommufd-harness vm")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", action="append", metavar="SPEC",
                      help="mock (default), kernel, qemu:x86_64, qemu:aarch64; repeatable")
     run.add_argument("--ktap", metavar="FILE", help="write a KTAP v1 report")
+    run.add_argument("--compare", metavar="SPEC",
+                     help="run every case on --backend and SPEC in lockstep")
+    run.add_argument("--repro-dir", metavar="DIR",
+                     help="with --compare: write reproducers of failed cases into DIR")
+    ex = commands.add_parser("explore", help="random operations on two backends in lockstep")
+    ex.add_argument("--backend", default="mock", metavar="SPEC", help="the first backend")
+    ex.add_argument("--compare", default="mock", metavar="SPEC", help="the second backend")
+    ex.add_argument("--ops", type=_positive, default=1000, metavar="N",
+                    help="operations to run (default 1000)")
+    ex.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
+    ex.add_argument("--steps", type=_positive, default=40, metavar="K",
+                    help="operations per sequence (default 40)")
+    ex.add_argument("--repro-dir", metavar="DIR",
+                    help="write the shrunk divergence's reproducers into DIR")
     commands.add_parser("vm", help="build|boot|shell a QEMU test guest", add_help=False)
     return parser
 
@@ -60,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _vm(args_list[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(args_list)
+    if args.command == "explore":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return _explore(args)
     return _run(args, extra)
 
 

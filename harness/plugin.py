@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from backends import BACKEND_SPECS, Backend, BackendError, Features, open_backend, parse_spec
-from harness import fail_nth_plugin, known_issues, kselftest, ktap, lineup_report
+from harness import compare_plugin, fail_nth_plugin, known_issues, kselftest, ktap, lineup_report
 from harness.helpers.core import Iommufd, SelftestGlobals
 from harness.helpers.selftest import check_refs
 
@@ -41,7 +41,8 @@ ISSUES_KEY = pytest.StashKey[list[known_issues.KnownIssue]]()
 QEMU_RUN_MODES = ("guest", "agent")
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    compare_plugin.register(pluginmanager)  # --compare, --repro-dir
     group = parser.getgroup("iommufd", "iommufd-harness")
     group.addoption(
         "--backend", action="append", dest="iommufd_backends", metavar="SPEC", default=None,

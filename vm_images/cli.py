@@ -5,7 +5,8 @@
   boot    boot with iommufd.mode=selftests: the kernel's C selftests run in the guest,
           their TAP goes to stdout; exit with QEMU's status
   shell   an interactive shell on the guest's console (Ctrl-A x quits QEMU)
-  exec    run one shell command in the guest (iommufd.mode=exec); exit with its status
+  exec    run one shell command in the guest (iommufd.mode=exec); exit with its status;
+          ``--put FILE`` (repeatable) makes FILE executable at /put/<name> in the guest
 
 ``iommufd-harness vm ...`` delegates here. Progress goes to stderr, results to stdout.
 """
@@ -14,16 +15,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from vm_images import console, qemu_run
+from vm_images import console, cpio, qemu_run
 from vm_images.arch import ARCHES
 from vm_images.cache import CACHE_ENV
 from vm_images.image import GuestImage, ensure_guest_image
@@ -78,6 +81,9 @@ def build_parser(prog: str = "python3 -m vm_images.cli") -> argparse.ArgumentPar
                    help="interactive shell on the guest console (Ctrl-A x quits)")
     ex = sub.add_parser("exec", parents=[common, boot_opts, timed],
                         help="run a shell command in the guest, exit with its status")
+    ex.add_argument("--put", action="append", default=[], type=Path, metavar="FILE",
+                    help="copy FILE into the guest as /put/<name>, executable (repeatable; "
+                         "e.g. a reproducer built by iommufd-harness)")
     ex.add_argument("guest_command", nargs=argparse.REMAINDER, metavar="-- COMMAND...",
                     help="the command (after --)")
     return parser
@@ -191,7 +197,31 @@ def _shell(image: GuestImage, args: argparse.Namespace) -> int:
     return qemu_run.interactive(_argv(image, args, ["iommufd.mode=shell"]))
 
 
+def _with_files(image: GuestImage, files: Sequence[Path], workdir: Path) -> GuestImage:
+    """The image with ``files`` added under /put: a second cpio archive appended to the
+    initramfs (the kernel unpacks concatenated archives one after the other)."""
+    initrd = workdir / "initramfs-put.cpio"
+    with initrd.open("wb") as out:
+        first = image.initramfs.read_bytes()
+        # A following archive must start 4-byte aligned; zeros between them are skipped.
+        out.write(first + bytes(-len(first) % 512))
+        entries = [cpio.directory("put")]
+        entries += [cpio.file(f"put/{f.name}", f.read_bytes(), 0o755) for f in files]
+        cpio.write_cpio(out, entries)
+    return dataclasses.replace(image, initramfs=initrd)
+
+
 def _exec(image: GuestImage, args: argparse.Namespace, command: list[str]) -> int:
+    missing = [str(f) for f in args.put if not f.is_file()]
+    if missing:
+        return _usage_error(f"exec --put: no such file: {', '.join(missing)}")
+    if args.put:
+        with tempfile.TemporaryDirectory(prefix="iommufd-put-") as workdir:
+            return _exec_in(_with_files(image, args.put, Path(workdir)), args, command)
+    return _exec_in(image, args, command)
+
+
+def _exec_in(image: GuestImage, args: argparse.Namespace, command: list[str]) -> int:
     text = command[0] if len(command) == 1 else shlex.join(command)
     encoded = base64.b64encode(text.encode()).decode()
     if len(encoded) > MAX_EXEC_BYTES:

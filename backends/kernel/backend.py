@@ -18,6 +18,7 @@ from backends.contract import (
 from backends.kernel import caps, faultinject, features, libc, procfs
 from backends.kernel.diagnose import DEV_IOMMU, missing_iommufd_reason
 from backends.kernel.fork import fork_backend
+from backends.kernel.guard import GuardArea
 from backends.kernel.memory import (
     MappingTable,
     ProcessMemory,
@@ -85,6 +86,7 @@ class KernelBackend(Backend):
         /proc/self/mem cannot reach; peek/poke use CPU accesses there."""
         self._mem = ProcessMemory()
         self._fail_nth = faultinject.FailNth()
+        self._guard = GuardArea(self.page_size)
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------
@@ -94,6 +96,7 @@ class KernelBackend(Backend):
             return
         self._closed = True
         self._fail_nth.close()
+        self._guard.close()
         for fd in sorted(self._fds):
             try:
                 os.close(fd)
@@ -131,9 +134,20 @@ class KernelBackend(Backend):
         self._fail_nth.call(os.close, fd)
 
     def ioctl(self, fd: int, request: int, arg: IoctlArg = None) -> int:
-        """ioctl(2) with the cdata's buffer read and written in place."""
-        carg = libc.ioctl_arg(arg)  # cast before arming: nothing allocates in the window
-        ret: int = self._fail_nth.call(libc.raw_ioctl, fd, request, carg)
+        """ioctl(2); a cdata argument is copied to end at a guard page (see
+        :mod:`backends.kernel.guard`) and its bytes copied back after the call, on
+        success and on failure alike."""
+        buf = libc.argument_buffer(arg)
+        if buf is None:
+            carg = libc.ioctl_arg(arg)  # cast before arming: nothing allocates in the window
+            ret: int = self._fail_nth.call(libc.raw_ioctl, fd, request, carg)
+            return ret
+        addr = self._guard.place(buf)
+        carg = libc.ffi.cast("void *", addr)
+        try:
+            ret = self._fail_nth.call(libc.raw_ioctl, fd, request, carg)
+        finally:
+            buf[:] = self._guard.take(addr, len(buf))
         return ret
 
     def read(self, fd: int, length: int) -> bytes:

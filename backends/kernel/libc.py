@@ -22,6 +22,7 @@ ffi.cdef("""
     int ioctl(int fd, unsigned long request, void *arg);
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset);
     int munmap(void *addr, size_t length);
+    int mprotect(void *addr, size_t length, int prot);
     int madvise(void *addr, size_t length, int advice);
     int memfd_create(const char *name, unsigned int flags);
     int ftruncate(int fd, int64_t length);
@@ -63,6 +64,17 @@ def ioctl_arg(arg: Any) -> Any:
     return ffi.cast("void *", arg)
 
 
+def argument_buffer(arg: Any) -> Any:
+    """The writable buffer of a cdata ioctl argument (struct pointer or array); None for
+    None, an integer, NULL or an untyped pointer, which pass as they are."""
+    if arg is None or isinstance(arg, int):
+        return None
+    ctype = ffi.typeof(arg)
+    if ctype.kind == "pointer" and (arg == ffi.NULL or ctype.item.kind == "void"):
+        return None
+    return ffi.buffer(arg)
+
+
 def ioctl(fd: int, request: int, arg: Any = None) -> int:
     """ioctl(2); ``arg`` is None, an int, or any cffi cdata (from any FFI instance)."""
     return raw_ioctl(fd, request, ioctl_arg(arg))
@@ -93,6 +105,12 @@ def mmap(length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
 def munmap(addr: int, length: int) -> None:
     """munmap(2)."""
     if lib.munmap(ffi.cast("void *", addr), length) != 0:
+        _raise()
+
+
+def mprotect(addr: int, length: int, prot: int) -> None:
+    """mprotect(2)."""
+    if lib.mprotect(ffi.cast("void *", addr), length, prot) != 0:
         _raise()
 
 

@@ -94,10 +94,12 @@ def test_sweep_that_leaks_fails(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_sweep=SCENARIO)
     pytester.makeconftest(LEAKY_UNWIND)
     result = pytester.runpytest("-p", "no:hypothesispytest")
-    result.assert_outcomes(failed=1)
+    # The sweep fails the case; the model's WARN on the leaked pins fails its teardown.
+    result.assert_outcomes(failed=1, errors=1)
     line = _sweep_line(result)
     assert "failures: 1" in line, line
     result.stdout.fnmatch_lines(["*fail_nth sweep failed:*", "*N=*: *still pinned*"])
+    result.stdout.fnmatch_lines(["*kernel splat during the case: WARNING: iopt_release_pages*"])
 
 
 def test_clean_run_must_pass(pytester: pytest.Pytester) -> None:

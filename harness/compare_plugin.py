@@ -1,0 +1,121 @@
+"""``--compare SPEC``: run every case on each ``--backend`` and on SPEC in lockstep.
+
+Each backend spec A becomes ``compare:A+SPEC`` (a :class:`backends.compare.CompareBackend`),
+so the suite itself is unchanged: every contract call runs on both, and a case fails at
+its first divergence that no known divergence explains. The run ends with one line per
+pair, ``compare A vs B: N cases, M calls, D divergences (K known)``, and the divergences
+are listed. ``--repro-dir DIR`` writes a Python and a C reproducer of every failed case.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends import BackendError, parse_spec
+from backends.compare import CompareBackend, Divergence
+
+
+class ComparePlugin:
+    """The ``--compare`` option, the per-case call logs and the summary lines."""
+
+    def __init__(self) -> None:
+        self.cases: dict[str, int] = {}
+        self.repro_dir: Path | None = None
+        self.written: list[Path] = []
+
+    def pytest_addoption(self, parser: pytest.Parser) -> None:
+        group = parser.getgroup("iommufd", "iommufd-harness")
+        group.addoption(
+            "--compare", dest="iommufd_compare", metavar="SPEC",
+            default=os.environ.get("IOMMUFD_COMPARE") or None,
+            help="run each case on every --backend and on SPEC in lockstep, failing at "
+                 "the first divergence (env IOMMUFD_COMPARE)")
+        group.addoption(
+            "--repro-dir", dest="iommufd_repro_dir", metavar="DIR", default=None,
+            help="with --compare: write a Python and a C reproducer of each failed case")
+        group.addoption(
+            "--explore-ops", dest="iommufd_explore_ops", metavar="N", type=int,
+            default=int(os.environ.get("IOMMUFD_EXPLORE_OPS", "200")),
+            help="the budget of the differential exploration test: random operations "
+                 "to run (env IOMMUFD_EXPLORE_OPS, default 200)")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        other: str | None = config.getoption("iommufd_compare")
+        if not other:
+            return
+        from harness.plugin import SPECS_KEY  # the plugin module imports this one
+
+        try:
+            parse_spec(other)
+        except BackendError as error:
+            raise pytest.UsageError(f"--compare: {error}") from None
+        specs = config.stash[SPECS_KEY]
+        config.stash[SPECS_KEY] = [f"compare:{spec}+{other.strip()}" for spec in specs]
+        given = config.getoption("iommufd_repro_dir")
+        self.repro_dir = Path(given) if given else None
+
+    def _pairs(self, config: pytest.Config) -> dict[str, CompareBackend]:
+        from harness.plugin import BACKENDS_KEY
+
+        return {spec: be for spec, be in config.stash.get(BACKENDS_KEY, {}).items()
+                if isinstance(be, CompareBackend)}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        for pair in self._pairs(item.config).values():
+            pair.begin_case()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+        outcome = yield
+        report: pytest.TestReport = outcome.get_result()
+        funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+        pair = funcargs.get("backend")
+        if not isinstance(pair, CompareBackend):
+            return
+        ran = not report.skipped or hasattr(report, "wasxfail")
+        if report.when == "call" and ran:  # a case that ran in lockstep
+            self.cases[pair.spec] = self.cases.get(pair.spec, 0) + 1
+        if not (report.failed and self.repro_dir):
+            return
+        if hasattr(report, "wasxfail"):
+            return
+        from harness.reproducer import write_reproducers
+
+        error = call.excinfo.value if call.excinfo is not None else None
+        divergence = error if isinstance(error, Divergence) else None
+        name = item.user_properties and dict(item.user_properties).get("kselftest_name")
+        stem = str(name or item.name).replace("/", "_").replace("@", "_at_")
+        self.written += write_reproducers(pair, self.repro_dir, stem, divergence)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        pairs = self._pairs(terminalreporter.config)
+        if not pairs:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.section("lockstep comparison")
+        for spec, pair in pairs.items():
+            for reported in pair.reported:
+                write(f"{pair.primary.spec} vs {pair.secondary.spec}: {reported.line()}")
+            write(summary_line(pair, self.cases.get(spec, 0)))
+        for path in self.written:
+            write(f"reproducer: {path}")
+
+
+def summary_line(pair: CompareBackend, cases: int) -> str:
+    """``compare A vs B: N cases, M calls, D divergences (K known)``."""
+    return (f"compare {pair.primary.spec} vs {pair.secondary.spec}: {cases} cases, "
+            f"{pair.calls} calls, {pair.divergences} divergences ({pair.known_count} known)")
+
+
+def register(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Register the plugin (its options too: pytest_addoption is a historic hook)."""
+    if pluginmanager.get_plugin("iommufd-compare") is None:
+        pluginmanager.register(ComparePlugin(), "iommufd-compare")
