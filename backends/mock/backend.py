@@ -60,6 +60,8 @@ class MockBackend(Backend):
         Features.HUGEPAGES,
         Features.CAP_SYS_RESOURCE,
         Features.DMABUF,
+        Features.FAULT_QUEUE,
+        Features.VIOMMU,
     })
     page_size = PAGE_SIZE
     hugepage_size = HPAGE_SIZE
