@@ -27,7 +27,7 @@ PACKAGES = ("uapi_headers", "backends", "harness")
 
 #: Pure-Python dependencies of those packages with no bookworm package: taken from
 #: wherever the host's Python imports them (pyproject.toml lists them).
-HOST_MODULES = ("ioctl_opt",)
+HOST_MODULES = ("ioctl_opt", "pyudev")
 
 #: Where all of it goes: on the guest python3.11's default sys.path, apart from
 #: Debian's own packages.
