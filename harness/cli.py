@@ -2,6 +2,8 @@
 
 ``iommufd-harness run [--backend SPEC] [--ktap FILE] [PYTEST ARGS...]``
     run the iommufd scenario suite (tests/iommufd) on a backend (default mock).
+``iommufd-harness probe [--json] [--backend SPEC]``
+    what this host (or a qemu guest) offers and which backends and groups can run.
 ``iommufd-harness vm build|boot|shell [...]``
     build, boot, or get a shell on a QEMU test guest (see vm_images.cli).
 """
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", action="append", metavar="SPEC",
                      help="mock (default), kernel, qemu:x86_64, qemu:aarch64; repeatable")
     run.add_argument("--ktap", metavar="FILE", help="write a KTAP v1 report")
+    probe = commands.add_parser("probe", help="what this host or a guest offers the tests")
+    probe.add_argument("--json", action="store_true", help="print JSON")
+    probe.add_argument("--backend", metavar="SPEC", help="kernel (default) or qemu:ARCH")
     commands.add_parser("vm", help="build|boot|shell a QEMU test guest", add_help=False)
     return parser
 
@@ -60,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _vm(args_list[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(args_list)
+    if args.command == "probe":
+        if extra:
+            parser.error(f"probe: unrecognized arguments: {' '.join(extra)}")
+        from harness import probe as probe_cmd
+        return probe_cmd.main(args.backend, args.json)
     return _run(args, extra)
 
 
