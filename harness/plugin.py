@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from backends import BACKEND_SPECS, Backend, BackendError, Features, open_backend, parse_spec
-from harness import known_issues, kselftest, ktap, lineup_report
+from harness import known_issues, kselftest, ktap, lineup_report, vfio_options
 from harness.helpers.core import Iommufd, SelftestGlobals
 from harness.helpers.selftest import check_refs
 
@@ -51,6 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--lineup-file", dest="iommufd_lineup_file", metavar="FILE", default=None,
         help="write the full lineup table (every case) to FILE")
+    vfio_options.add_options(group)
 
 
 def _specs(config: pytest.Config) -> list[str]:

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 SYSFS_PCI = "/sys/bus/pci"
 VFIO_PCI = "vfio-pci"
@@ -312,19 +313,10 @@ def claimed(bdfs: Sequence[str], *, allow_bind: bool) -> Iterator[dict[str, str]
 
     Every device is checked before the first one is touched.
     """
-    bdfs = [normalize_bdf(b) for b in bdfs]
-    for bdf in bdfs:
-        reason = refusal(bdf, allow_bind=allow_bind)
-        if reason:
-            raise DeviceRefused(reason)
-    bindings: list[Binding] = []
+    bindings = claim(bdfs, allow_bind=allow_bind)
     try:
-        for bdf in bdfs:
-            binding = bind_vfio(bdf, allow_bind=allow_bind)
-            if binding is not None:
-                bindings.append(binding)
         cdevs = {}
-        for bdf in bdfs:
+        for bdf in (normalize_bdf(b) for b in bdfs):
             cdev = vfio_cdev(bdf)
             if cdev is None:
                 raise DeviceRefused(f"{bdf} is on vfio-pci but has no VFIO cdev "
@@ -338,20 +330,46 @@ def claimed(bdfs: Sequence[str], *, allow_bind: bool) -> Iterator[dict[str, str]
 
 # -- command line (what a host runs in a test guest) -------------------------
 
-def _status(bdf: str) -> dict[str, object]:
-    return {"bdf": bdf, "driver": current_driver(bdf), "vfio_cdev": vfio_cdev(bdf),
+def describe(bdf: str) -> dict[str, Any]:
+    """The device as a test sees it: ids, driver, VFIO cdev, pending records."""
+    top = device_dir(bdf)
+    return {"bdf": bdf, "vendor": read_text(os.path.join(top, "vendor")),
+            "device": read_text(os.path.join(top, "device")), "driver": current_driver(bdf),
+            "vfio_cdev": vfio_cdev(bdf),
             "records": [asdict(r) for r in read_records() if r.bdf == bdf]}
 
 
+def claim(bdfs: Sequence[str], *, allow_bind: bool) -> list[Binding]:
+    """Check every device, then bind each to vfio-pci; the records of those rebound.
+
+    Undoes the bindings already made when a later one fails."""
+    bdfs = [normalize_bdf(b) for b in bdfs]
+    for bdf in bdfs:
+        reason = refusal(bdf, allow_bind=allow_bind)
+        if reason:
+            raise DeviceRefused(reason)
+    bindings: list[Binding] = []
+    try:
+        for bdf in bdfs:
+            binding = bind_vfio(bdf, allow_bind=allow_bind)
+            if binding is not None:
+                bindings.append(binding)
+    except BaseException:
+        for binding in reversed(bindings):
+            restore(binding)
+        raise
+    return bindings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python3 -m backends.kernel.vfio_devices check|bind|hold|restore-pending|status``.
+    """``python3 -m backends.kernel.vfio_devices check|claim|hold|restore-pending|status``.
 
     Prints one JSON object; exit status 3 with ``{"refused": reason}`` when refused.
     ``hold`` binds, prints, then sleeps (``--crash``: dies by SIGKILL instead of
     restoring), so a caller can interrupt it and watch the restore.
     """
     parser = argparse.ArgumentParser(prog="vfio_devices")
-    parser.add_argument("action", choices=("check", "bind", "hold", "restore-pending",
+    parser.add_argument("action", choices=("check", "claim", "hold", "restore-pending",
                                            "status"))
     parser.add_argument("bdf", nargs="*")
     parser.add_argument("--allow-bind", action="store_true")
@@ -362,9 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bdfs = [normalize_bdf(b) for b in args.bdf]
         if args.action == "check":
             out: object = {b: refusal(b, allow_bind=args.allow_bind) for b in bdfs}
-        elif args.action == "bind":
-            out = [asdict(b) if b else None
-                   for b in (bind_vfio(x, allow_bind=args.allow_bind) for x in bdfs)]
+        elif args.action == "claim":
+            claim(bdfs, allow_bind=args.allow_bind)
+            out = [describe(b) for b in bdfs]
         elif args.action == "hold":
             # A shell starts background jobs with SIGINT ignored; a held device must
             # still come back on Ctrl-C (and on SIGTERM).
@@ -373,21 +391,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.crash:
                 for bdf in bdfs:
                     bind_vfio(bdf, allow_bind=args.allow_bind)
-                print(json.dumps([_status(b) for b in bdfs]), flush=True)
+                print(json.dumps([describe(b) for b in bdfs]), flush=True)
                 os.kill(os.getpid(), 9)
             with claimed(bdfs, allow_bind=args.allow_bind) as cdevs:
                 print(json.dumps(cdevs), flush=True)
                 time.sleep(args.seconds)
-            out = [_status(b) for b in bdfs]
+            out = [describe(b) for b in bdfs]
         elif args.action == "restore-pending":
             out = [asdict(b) for b in restore_pending()]
         else:
-            out = [_status(b) for b in bdfs]
+            out = [describe(b) for b in bdfs]
     except (DeviceRefused, ValueError) as exc:
         print(json.dumps({"refused": str(exc)}))
         return 3
     except KeyboardInterrupt:
-        print(json.dumps({"interrupted": [_status(normalize_bdf(b)) for b in args.bdf]}))
+        print(json.dumps({"interrupted": [describe(normalize_bdf(b)) for b in args.bdf]}))
         return 130
     print(json.dumps(out))
     return 0
