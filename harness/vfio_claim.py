@@ -28,7 +28,7 @@ class ClaimRefused(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TestDevice:
+class ClaimedDevice:
     """A claimed device: where it is and its VFIO cdev."""
 
     bdf: str
@@ -42,12 +42,12 @@ class TestDevice:
         return DEVICE_NAMES.get((self.vendor, self.device), self.bdf)
 
 
-def _devices(described: Sequence[dict[str, Any]]) -> list[TestDevice]:
+def _devices(described: Sequence[dict[str, Any]]) -> list[ClaimedDevice]:
     found = []
     for entry in described:
         if not entry.get("vfio_cdev"):
             raise ClaimRefused(f"{entry['bdf']} is on {entry.get('driver')} with no VFIO cdev")
-        found.append(TestDevice(entry["bdf"], entry["vendor"], entry["device"],
+        found.append(ClaimedDevice(entry["bdf"], entry["vendor"], entry["device"],
                                 entry["vfio_cdev"]))
     return found
 
@@ -85,7 +85,7 @@ class Claim:
         self.backend = backend
         self.remote = hasattr(backend, "run") and backend.spec.startswith("qemu:")
         self._bindings: list[vfio_devices.Binding] = []
-        self.devices: list[TestDevice] = []
+        self.devices: list[ClaimedDevice] = []
         try:
             bdfs = [vfio_devices.normalize_bdf(b) for b in bdfs]
         except ValueError as exc:

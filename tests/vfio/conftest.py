@@ -15,7 +15,7 @@ from backends import Backend
 from harness import vfio_options
 from harness.helpers import Iommufd
 from harness.helpers.vfio import VfioDevice
-from harness.vfio_claim import Claim, ClaimRefused, TestDevice
+from harness.vfio_claim import Claim, ClaimedDevice, ClaimRefused
 from vm_images.arch import TEST_DEVICE_BDFS
 
 
@@ -26,7 +26,7 @@ def default_devices(backend: Backend) -> list[str]:
 
 @pytest.fixture(scope="session")
 def vfio_test_devices(request: pytest.FixtureRequest, backend: Backend) -> Iterator[
-        list[TestDevice]]:
+        list[ClaimedDevice]]:
     """The claimed devices (on vfio-pci, each with a cdev); skips when none is named."""
     bdfs = vfio_options.named_devices(request.config) or default_devices(backend)
     if not bdfs:
@@ -43,13 +43,13 @@ def vfio_test_devices(request: pytest.FixtureRequest, backend: Backend) -> Itera
 
 
 @pytest.fixture
-def vfio_test_device(vfio_test_devices: list[TestDevice]) -> TestDevice:
+def vfio_test_device(vfio_test_devices: list[ClaimedDevice]) -> ClaimedDevice:
     """The first claimed device (the one the kernel's single-device tests use)."""
     return vfio_test_devices[0]
 
 
 @pytest.fixture
-def cdev(backend: Backend, vfio_test_device: TestDevice) -> Iterator[VfioDevice]:
+def cdev(backend: Backend, vfio_test_device: ClaimedDevice) -> Iterator[VfioDevice]:
     """The device's cdev, opened O_RDWR (the kernel fixture's ``cdev_fd``)."""
     device = VfioDevice.open(backend, vfio_test_device.cdev)
     yield device

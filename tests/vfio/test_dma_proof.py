@@ -15,7 +15,7 @@ from harness import kselftest
 from harness.helpers import Iommufd
 from harness.helpers.kmsg import KernelLog
 from harness.helpers.vfio import VfioDevice
-from harness.vfio_claim import TestDevice
+from harness.vfio_claim import ClaimedDevice
 from tests.vfio.dma import DmaRig, prove_blocked, prove_translation
 
 pytestmark = [kselftest.fixture("dma_proof", {"edu": "edu"}),
@@ -23,7 +23,7 @@ pytestmark = [kselftest.fixture("dma_proof", {"edu": "edu"}),
 
 
 @pytest.fixture
-def rig(backend: Backend, variant: str, vfio_test_devices: list[TestDevice],
+def rig(backend: Backend, variant: str, vfio_test_devices: list[ClaimedDevice],
         vfio_iommufd: Iommufd) -> Iterator[DmaRig]:
     """The variant's device bound, attached to a fresh IOAS, with two pages."""
     device = next((d for d in vfio_test_devices if d.name == variant), None)

@@ -22,7 +22,7 @@ from harness.helpers import Ioas, Iommufd, expect_errno, new_cmd
 from harness.helpers.kmsg import KernelLog
 from harness.helpers.selftest import hwpt_alloc
 from harness.helpers.vfio import HwInfo, VfioDevice, get_hw_info
-from harness.vfio_claim import TestDevice
+from harness.vfio_claim import ClaimedDevice
 
 pytestmark = pytest.mark.requires("vfio_cdev")
 
@@ -30,7 +30,7 @@ PAGE_COUNT = 16
 
 
 @pytest.fixture
-def bound(backend: Backend, vfio_test_device: TestDevice,
+def bound(backend: Backend, vfio_test_device: ClaimedDevice,
           vfio_iommufd: Iommufd) -> Iterator[tuple[VfioDevice, int]]:
     """The device's cdev bound to the iommufd: ``(cdev, dev_id)``."""
     cdev = VfioDevice.open(backend, vfio_test_device.cdev)
