@@ -10,6 +10,8 @@ it prints the JSON for the host to read.
 
 from __future__ import annotations
 
+import glob
+import importlib
 import json
 import os
 import platform
@@ -27,6 +29,28 @@ FAULT_INJECTION = {
     "failslab": "/sys/kernel/debug/failslab",
     "fail_page_alloc": "/sys/kernel/debug/fail_page_alloc",
 }
+
+
+#: where a Debian system keeps shared libraries (the multiarch ones for any machine)
+LIBRARY_GLOBS = ("/lib/*-linux-gnu", "/usr/lib/*-linux-gnu", "/lib", "/usr/lib")
+
+
+def _find_in_libdirs(name: str) -> str | None:
+    for pattern in LIBRARY_GLOBS:
+        for directory in sorted(glob.glob(pattern)):
+            found = sorted(glob.glob(os.path.join(directory, f"lib{name}.so.*")))
+            if found:
+                return found[0]
+    return None
+
+
+def udev_context() -> pyudev.Context:
+    """pyudev's Context. The test guests have no ld.so cache, so ctypes' find_library
+    cannot name libudev there; pyudev then gets the library from the directories."""
+    utils: Any = importlib.import_module("pyudev._ctypeslib.utils")
+    if utils.find_library("udev") is None:
+        utils.find_library = _find_in_libdirs
+    return pyudev.Context()
 
 
 def _attr(device: pyudev.Device, name: str) -> str | None:
@@ -146,7 +170,7 @@ def fault_injection() -> dict[str, bool]:
 
 def collect(context: pyudev.Context | None = None) -> dict[str, Any]:
     """Every fact the probe reports about the machine it runs on."""
-    context = context or pyudev.Context()
+    context = context or udev_context()
     groups = iommu_groups(context)
     return {
         "machine": platform.machine(),
