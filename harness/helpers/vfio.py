@@ -147,7 +147,8 @@ def get_hw_info(fd: Iommufd, dev_id: int, data_len: int = 64, *, flags: int = 0,
                 in_data_type: int = 0) -> HwInfo:
     """IOMMU_GET_HW_INFO into a ``data_len``-byte buffer in the backend's memory."""
     backend = fd.backend
-    buf = backend.alloc(max(data_len, 1))
+    length = max(data_len, backend.page_size)
+    buf = backend.alloc(length)
     try:
         cmd = u.ffi.new("struct iommu_hw_info *", {
             "size": u.ffi.sizeof("struct iommu_hw_info"), "flags": flags, "dev_id": dev_id,
@@ -155,6 +156,6 @@ def get_hw_info(fd: Iommufd, dev_id: int, data_len: int = 64, *, flags: int = 0,
         fd.ioctl(u.IOMMU_GET_HW_INFO, cmd)
         data = backend.peek(buf, int(cmd.data_len)) if cmd.data_len else b""
     finally:
-        backend.munmap(buf, max(data_len, 1))
+        backend.munmap(buf, length)
     return HwInfo(int(cmd.out_data_type), data, int(cmd.out_max_pasid_log2),
                   int(cmd.out_capabilities), int(cmd.flags))
