@@ -9,6 +9,8 @@ import uapi_headers as u
 from harness import hwinfo
 
 QEMU_VTD_CAP = 0xD2008C22260206
+# QEMU 10.0.2's default intel-iommu (the x86_64 guest's probe, dmar0/intel-iommu/cap)
+QEMU10_VTD_CAP = 0xD2008C222F0606
 QEMU_VTD_ECAP_PLAIN = 0xF00F4A
 QEMU_VTD_ECAP_SCALABLE_PASID = 0x490080F00F4A
 
@@ -27,6 +29,12 @@ def test_vtd_cap_fields() -> None:
     assert cap["NFR"] + 1 == 1
     assert cap["PSI"] == 1 and cap["CM"] == 0
     assert not info.errata_772415
+
+
+def test_vtd_cap_of_qemu_10_has_48_bit_addresses() -> None:
+    cap = hwinfo.VtdInfo.parse(_vtd_blob(QEMU10_VTD_CAP, QEMU_VTD_ECAP_PLAIN)).cap
+    assert cap["MGAW"] + 1 == 48
+    assert cap["SAGAW"] == 0b00110   # 39-bit (3-level) and 48-bit (4-level) tables
 
 
 def test_vtd_ecap_fields_plain_and_scalable() -> None:
