@@ -67,6 +67,8 @@ CONTRACT_CALLS: dict[str, Callable[..., Any]] = {
     "ioctl": lambda be, fd, request, arg=None, links=(): be.ioctl(fd, request, arg),
     "read": lambda be, fd, length: be.read(fd, length),
     "write": lambda be, fd, data: be.write(fd, data),
+    "pread": lambda be, fd, length, offset: be.pread(fd, length, offset),
+    "pwrite": lambda be, fd, data, offset: be.pwrite(fd, data, offset),
     "mmap": lambda be, fd, length, *rest: be.mmap(fd, length, *rest),
     "munmap": lambda be, addr, length: be.munmap(addr, length),
     "alloc": _alloc,

@@ -13,6 +13,7 @@ Addresses handed to a backend (``user_va``, ``data_uptr``, ...) are addresses in
 from __future__ import annotations
 
 import abc
+import errno
 import mmap as _mmap
 import os
 from types import TracebackType
@@ -153,6 +154,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def write(self, fd: int, data: bytes) -> int:
         """write(2) to an event queue fd (page responses)."""
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """pread(2): VFIO device regions (config space, BARs) at their file offsets.
+        Backends without such files answer ESPIPE, as a pipe would."""
+        raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """pwrite(2) to a VFIO device region; ESPIPE where there is none (see pread)."""
+        raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
 
     @abc.abstractmethod
     def mmap(self, fd: int, length: int, offset: int = 0,

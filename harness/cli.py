@@ -7,6 +7,8 @@
 ``iommufd-harness explore --backend A --compare B --ops N --seed S [--repro-dir DIR]``
     random iommufd operations on A and B in lockstep; the first divergence is shrunk
     and written out as Python and C reproducers.
+``iommufd-harness probe [--json] [--backend SPEC]``
+    what this host (or a qemu guest) offers and which backends and groups can run.
 ``iommufd-harness vm build|boot|shell [...]``
     build, boot, or get a shell on a QEMU test guest (see vm_images.cli).
 """
@@ -107,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="operations per sequence (default 40)")
     ex.add_argument("--repro-dir", metavar="DIR",
                     help="write the shrunk divergence's reproducers into DIR")
+    probe = commands.add_parser("probe", help="what this host or a guest offers the tests")
+    probe.add_argument("--json", action="store_true", help="print JSON")
+    probe.add_argument("--backend", metavar="SPEC", help="kernel (default) or qemu:ARCH")
     commands.add_parser("vm", help="build|boot|shell a QEMU test guest", add_help=False)
     return parser
 
@@ -122,6 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return _explore(args)
+    if args.command == "probe":
+        if extra:
+            parser.error(f"probe: unrecognized arguments: {' '.join(extra)}")
+        from harness import probe as probe_cmd
+        return probe_cmd.main(args.backend, args.json)
     return _run(args, extra)
 
 

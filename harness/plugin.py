@@ -30,7 +30,15 @@ from typing import Any
 import pytest
 
 from backends import BACKEND_SPECS, Backend, BackendError, Features, open_backend, parse_spec
-from harness import compare_plugin, fail_nth_plugin, known_issues, kselftest, ktap, lineup_report
+from harness import (
+    compare_plugin,
+    fail_nth_plugin,
+    known_issues,
+    kselftest,
+    ktap,
+    lineup_report,
+    vfio_options,
+)
 from harness.helpers.core import Iommufd, SelftestGlobals
 from harness.helpers.selftest import check_refs
 
@@ -69,6 +77,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         help="the backend of the session inside the guest with --qemu-run=guest "
              "(default kernel: the guest's own /dev/iommu; env IOMMUFD_GUEST_BACKEND)")
     fail_nth_plugin.addoption(group)
+    vfio_options.add_options(group)
 
 
 def _specs(config: pytest.Config) -> list[str]:

@@ -1,9 +1,11 @@
 """The parts of linux/vfio.h (Linux 7.3.4) that iommufd users need, as cffi declarations.
 
-Two groups: the VFIO device cdev ioctls that bind a device to an iommufd and attach it
-(RID or PASID) to an IOAS/HWPT, and the VFIO type1 container ABI that iommufd emulates
-(``IOMMU_VFIO_IOAS`` / vfio_compat) and that the kernel's selftests drive on /dev/iommu.
-The rest of vfio.h (regions, IRQs, migration, device features, sPAPR) is left out.
+Three groups: the VFIO device cdev ioctls that bind a device to an iommufd and attach it
+(RID or PASID) to an IOAS/HWPT; the device and region info a test needs to reach a
+device's config space and BARs (its DMA engine); and the VFIO type1 container ABI that
+iommufd emulates (``IOMMU_VFIO_IOAS`` / vfio_compat) and that the kernel's selftests drive
+on /dev/iommu.
+The rest of vfio.h (IRQs, migration, device features, sPAPR) is left out.
 """
 
 from uapi_headers._ffi import declare as _declare
@@ -39,6 +41,26 @@ struct vfio_device_detach_iommufd_pt {
     uint32_t argsz;
     uint32_t flags;
     uint32_t pasid;                   /* read only with VFIO_DEVICE_DETACH_PASID */
+};
+
+/* VFIO_DEVICE_GET_INFO: what kind of device, how many regions and interrupts */
+struct vfio_device_info {
+    uint32_t argsz;
+    uint32_t flags;                   /* VFIO_DEVICE_FLAGS_* */
+    uint32_t num_regions;
+    uint32_t num_irqs;
+    uint32_t cap_offset;              /* first capability, with VFIO_DEVICE_FLAGS_CAPS */
+    uint32_t pad;
+};
+
+/* VFIO_DEVICE_GET_REGION_INFO: where region `index` sits in the device fd */
+struct vfio_region_info {
+    uint32_t argsz;
+    uint32_t flags;                   /* VFIO_REGION_INFO_FLAG_* */
+    uint32_t index;                   /* in: which region */
+    uint32_t cap_offset;
+    uint64_t size;
+    uint64_t offset;                  /* pread/pwrite/mmap offset of the region */
 };
 
 /* VFIO_IOMMU_GET_INFO on a type1 container */
@@ -146,6 +168,19 @@ VFIO_DEVICE_BIND_FLAG_TOKEN: int = 1 << 0
 VFIO_DEVICE_ATTACH_PASID: int = 1 << 0
 VFIO_DEVICE_DETACH_PASID: int = 1 << 0
 
+# vfio_device_info.flags
+VFIO_DEVICE_FLAGS_RESET: int = 1 << 0
+VFIO_DEVICE_FLAGS_PCI: int = 1 << 1
+VFIO_DEVICE_FLAGS_CAPS: int = 1 << 7
+# vfio_region_info.flags
+VFIO_REGION_INFO_FLAG_READ: int = 1 << 0
+VFIO_REGION_INFO_FLAG_WRITE: int = 1 << 1
+VFIO_REGION_INFO_FLAG_MMAP: int = 1 << 2
+VFIO_REGION_INFO_FLAG_CAPS: int = 1 << 3
+# region indexes of a vfio-pci device: BARs 0-5, the expansion ROM, then config space
+VFIO_PCI_BAR0_REGION_INDEX: int = 0
+VFIO_PCI_ROM_REGION_INDEX: int = 6
+VFIO_PCI_CONFIG_REGION_INDEX: int = 7
 # vfio_iommu_type1_info.flags
 VFIO_IOMMU_INFO_PGSIZES: int = 1 << 0
 VFIO_IOMMU_INFO_CAPS: int = 1 << 1
@@ -184,6 +219,9 @@ VFIO_IOMMU_ENABLE: int = _io("VFIO_IOMMU_ENABLE", 15)
 VFIO_IOMMU_DISABLE: int = _io("VFIO_IOMMU_DISABLE", 16)
 VFIO_IOMMU_DIRTY_PAGES: int = _io("VFIO_IOMMU_DIRTY_PAGES", 17)
 # on a VFIO device cdev (/dev/vfio/devices/vfioN)
+VFIO_DEVICE_GET_INFO: int = _io("VFIO_DEVICE_GET_INFO", 7)
+VFIO_DEVICE_GET_REGION_INFO: int = _io("VFIO_DEVICE_GET_REGION_INFO", 8)
+VFIO_DEVICE_RESET: int = _io("VFIO_DEVICE_RESET", 11)
 VFIO_DEVICE_BIND_IOMMUFD: int = _io("VFIO_DEVICE_BIND_IOMMUFD", 18)
 VFIO_DEVICE_ATTACH_IOMMUFD_PT: int = _io("VFIO_DEVICE_ATTACH_IOMMUFD_PT", 19)
 VFIO_DEVICE_DETACH_IOMMUFD_PT: int = _io("VFIO_DEVICE_DETACH_IOMMUFD_PT", 20)

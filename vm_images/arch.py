@@ -22,6 +22,24 @@ ACCEL_ENV = "IOMMUFD_QEMU_ACCEL"
 AGENT_PORT = "org.iommufd.agent"
 
 
+#: Slot of each emulated test device on the root bus (function 0), the same on both
+#: boards so tests can name them by BDF: ``edu`` (1234:11e8, a DMA engine) and ``igb``
+#: (8086:10c9, an 82576 NIC; QEMU 8 or later).
+TEST_DEVICE_SLOTS = {"edu": 0x03, "igb": 0x04}
+
+#: The PCI bus address of each test device in the guest.
+TEST_DEVICE_BDFS = {name: f"0000:00:{slot:02x}.0" for name, slot in TEST_DEVICE_SLOTS.items()}
+
+#: QEMU arguments for the test devices. The NIC gets a user-mode network with
+#: ``restrict=on`` as its peer (no traffic leaves the guest; QEMU warns about a NIC
+#: without one).
+TEST_DEVICES = (
+    "-device", f"edu,addr={TEST_DEVICE_SLOTS['edu']:02x}.0",
+    "-netdev", "user,id=labnet,restrict=on",
+    "-device", f"igb,addr={TEST_DEVICE_SLOTS['igb']:02x}.0,netdev=labnet",
+)
+
+
 @dataclass(frozen=True)
 class Arch:
     """How to build for, and boot, one guest architecture."""
@@ -36,6 +54,7 @@ class Arch:
     qemu_binary: str
     machine_args: tuple[str, ...]  # -M and -cpu (the accelerator is chosen at boot)
     iommu_args: tuple[str, ...]    # the emulated IOMMU (a -device, or nothing if -M has it)
+    test_devices: tuple[str, ...]  # PCI devices behind that IOMMU for the VFIO tests
     console: str                   # the serial console device in the guest
     cmdline: tuple[str, ...]       # kernel command line items this architecture needs
 
@@ -69,8 +88,9 @@ class Arch:
         The guest console is a serial port on QEMU's stdio (multiplexed with the
         monitor: Ctrl-A x quits); there is no display and no default device. The
         emulated IOMMU is always there. ``append`` goes to the kernel command line
-        (for example ``iommufd.mode=selftests``), ``extra`` to QEMU as it is, after
-        everything else (chardevs, ``-device edu``, the agent's virtio-serial port:
+        (for example ``iommufd.mode=selftests``). The test devices (``TEST_DEVICES``) sit
+        behind the IOMMU at fixed addresses. ``extra`` goes to QEMU as it is, after
+        everything else (chardevs, the agent's virtio-serial port:
         see ``agent_channel_args``). The accelerator is TCG unless
         ``IOMMUFD_QEMU_ACCEL=kvm`` (see ``choose_accel``).
         """
@@ -85,6 +105,7 @@ class Arch:
             # A guest reset (panic=-1, reboot -f) ends QEMU instead of booting again.
             "-no-reboot",
             *self.iommu_args,
+            *self.test_devices,
             "-kernel", str(kernel),
             "-initrd", str(initrd),
             "-append", self.kernel_cmdline(append),
@@ -104,6 +125,7 @@ X86_64 = Arch(
     # -cpu max: RDRAND, so the guest's first python3 does not stall 1 s for entropy.
     machine_args=("-M", "q35", "-cpu", "max"),
     iommu_args=("-device", "intel-iommu"),
+    test_devices=TEST_DEVICES,
     console="ttyS0",
     # no_timer_check: on a loaded host TCG delivers the IO-APIC timer too late for the
     # boot-time check, which then panics the guest (panic_if_irq_remap, seen here at
@@ -125,6 +147,7 @@ AARCH64 = Arch(
     # implementation-defined one the guest boots in half the time.
     machine_args=("-M", "virt,iommu=smmuv3,gic-version=3", "-cpu", "max,pauth-impdef=on"),
     iommu_args=(),  # the SMMUv3 is part of the virt board (iommu=smmuv3)
+    test_devices=TEST_DEVICES,
     console="ttyAMA0",
     cmdline=(),
 )

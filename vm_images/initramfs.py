@@ -4,7 +4,8 @@ Layers, later ones winning where paths collide:
   1. the Debian userspace (vm_images.userspace): python3.11, cffi, busybox;
   2. the project's runtime packages (vm_images.runtime), precompiled, under
      /usr/local/lib/python3.11/dist-packages;
-  3. the static C selftests at /selftests/;
+  3. the static C selftests at /selftests/ (and /selftests/vfio, which runs the VFIO
+     ones against the guest's edu);
   4. /init (vm_images/guest/init), a console node and a root account.
 
 Cache entry ``initramfs/<key>``: the userspace's and the selftests' keys, the
@@ -35,6 +36,8 @@ RECIPE = "initramfs-2"
 #: rebuild, and every edit of the runtime makes one.
 KEEP = 12
 INIT = Path(__file__).resolve().parent / "guest" / "init"
+#: /selftests/vfio: runs the VFIO selftests against the guest's edu (for the lineup)
+VFIO_SELFTESTS = INIT.parent / "vfio-selftests"
 #: The archive is not compressed: under TCG the guest kernel spent 1.3 s of every boot
 #: inflating 15 MB of gzip (2.9 s to unpack against 1.4 s for the plain 44 MB), and
 #: guests are booted far more often than images are built. The disk costs 44 MB.
@@ -55,7 +58,8 @@ def build_initramfs(arch: Arch, userspace: Userspace, selftests: Selftests, *,
                     progress: Progress = print) -> tuple[Initramfs, bool]:
     """The initramfs for ``arch`` from its parts, built now or found in the cache."""
     report = Reporter(f"initramfs {arch.name}", progress)
-    key = initramfs_key(arch, userspace.key, selftests.key, source_digest(), file_digest(INIT))
+    key = initramfs_key(arch, userspace.key, selftests.key, source_digest(),
+                        file_digest(INIT) + file_digest(VFIO_SELFTESTS))
 
     def build(entry: Path) -> dict[str, Any]:
         start = time.monotonic()
@@ -101,6 +105,7 @@ def _entries(userspace: Path, runtime: Path, selftests: Selftests) -> Iterator[c
     yield from cpio.tree(runtime)
     for program in selftests.programs:
         yield cpio.file(f"selftests/{program.name}", program, 0o755)
+    yield cpio.file("selftests/vfio", VFIO_SELFTESTS, 0o755)
     yield cpio.file("init", INIT, 0o755)
     # Enough of an account database for getpwuid(0) (Python's getpass, ~ expansion).
     yield cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")

@@ -31,8 +31,8 @@ PACKAGES = ("uapi_headers", "backends", "harness")
 #: wherever the host's Python imports them (pyproject.toml lists them). pytest's own
 #: stack is here so the guest runs the suite with the host's exact pytest (its report
 #: serialisation must match the host's, which replays the reports).
-HOST_MODULES = ("ioctl_opt", "pytest", "_pytest", "py", "pluggy", "iniconfig", "packaging",
-                "pygments")
+HOST_MODULES = ("ioctl_opt", "pyudev", "pytest", "_pytest", "py", "pluggy", "iniconfig",
+                "packaging", "pygments")
 
 #: Parts of host modules the guest never imports, left out to keep the initramfs small
 #: (every MB costs boot time under TCG). pytest's terminal writer imports pygments

@@ -1,10 +1,12 @@
-"""The kernel's own iommufd selftests, built statically from the kernel's tree.
+"""The kernel's own iommufd and VFIO selftests, built statically from the kernel's tree.
 
-tools/testing/selftests/iommu (``iommufd``, ``iommufd_fail_nth``) compiled against
-the uAPI headers of the very kernel build they will run on, and linked statically so
-the guest needs no C library for them. They link libcap; its static library and header
-come from Debian's libcap-dev for the target architecture, unpacked privately, so a
-cross build needs no multiarch setup on the host.
+tools/testing/selftests/iommu (``iommufd``, ``iommufd_fail_nth``) and, from
+tools/testing/selftests/vfio, the programs that run against the guests' emulated
+devices (``vfio_iommufd_setup_test``, ``vfio_dma_mapping_test``), compiled against the
+uAPI headers of the very kernel build they will run on, and linked statically so the
+guest needs no C library for them. They link libcap (iommu) and libuuid (vfio); the
+static libraries and headers come from Debian's libcap-dev and uuid-dev for the target
+architecture, unpacked privately, so a cross build needs no multiarch setup on the host.
 
 Cache entry ``selftests/<key>``: the kernel's key (source contents, config, compiler),
 the libcap-dev version and RECIPE.
@@ -26,9 +28,12 @@ from vm_images.kernel import KernelBuild
 from vm_images.kernel_source import KernelSource
 from vm_images.steps import Progress, Reporter
 
-RECIPE = "selftests-1"
-PROGRAMS = ("iommufd", "iommufd_fail_nth")
+RECIPE = "selftests-2"
+IOMMU_PROGRAMS = ("iommufd", "iommufd_fail_nth")
+VFIO_PROGRAMS = ("vfio_iommufd_setup_test", "vfio_dma_mapping_test")
+PROGRAMS = IOMMU_PROGRAMS + VFIO_PROGRAMS
 LIBCAP_PACKAGE = "libcap-dev"
+UUID_PACKAGE = "uuid-dev"
 
 
 @dataclass(frozen=True)
@@ -48,15 +53,17 @@ class Selftests:
 def build_selftests(arch: Arch, source: KernelSource, kernel: KernelBuild, *,
                     progress: Progress = print,
                     jobs: int | None = None) -> tuple[Selftests, bool]:
-    """Static ``iommufd`` and ``iommufd_fail_nth`` for ``kernel``; ``(result, cache_hit)``."""
+    """Static PROGRAMS for ``kernel``; ``(result, cache_hit)``."""
     report = Reporter(f"selftests {arch.name}", progress)
-    libcap_deb = AptConfig(GUEST_SUITES, (arch.debian_arch,)).download(LIBCAP_PACKAGE)
-    key = input_key([RECIPE, kernel.key, libcap_deb.name])
+    apt = AptConfig(GUEST_SUITES, (arch.debian_arch,))
+    libcap_deb, uuid_deb = apt.download(LIBCAP_PACKAGE), apt.download(UUID_PACKAGE)
+    key = input_key([RECIPE, kernel.key, libcap_deb.name, uuid_deb.name])
 
     def build(entry: Path) -> dict[str, str]:
         out, log = entry / "bin", entry / "build.log"
         log.unlink(missing_ok=True)
-        _compile(arch, source, kernel, unpacked(libcap_deb), out, log, jobs, report)
+        libs = (unpacked(libcap_deb), unpacked(uuid_deb))
+        _compile(arch, source, kernel, libs, out, log, jobs, report)
         return {"directory": str(out), "log": str(log)}
 
     data, hit = build_once("selftests", key, build)
@@ -66,21 +73,27 @@ def build_selftests(arch: Arch, source: KernelSource, kernel: KernelBuild, *,
     return result, hit
 
 
-def _compile(arch: Arch, source: KernelSource, kernel: KernelBuild, libcap: Path, out: Path,
-             log: Path, jobs: int | None, report: Reporter) -> None:
+def _compile(arch: Arch, source: KernelSource, kernel: KernelBuild, libs: tuple[Path, ...],
+             out: Path, log: Path, jobs: int | None, report: Reporter) -> None:
     start = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    # The Makefile adds its own flags to CFLAGS, so the extra include directories ride on
-    # KHDR_INCLUDES (which it appends) instead of replacing CFLAGS on the command line.
-    includes = f"-isystem {kernel.headers} -isystem {libcap / 'usr/include'}"
-    libdir = libcap / "usr/lib" / arch.gnu_triplet
-    argv = ["make", "-C", str(source.path / "tools/testing/selftests/iommu"),
-            f"-j{jobs or os.cpu_count() or 2}", f"OUTPUT={out}", f"ARCH={arch.kernel_arch}",
-            f"KHDR_INCLUDES={includes}", f"LDFLAGS=-static -L{libdir}"]
+    # The Makefiles add their own flags to CFLAGS, so the extra include directories ride
+    # on KHDR_INCLUDES (which they append) instead of replacing CFLAGS on the command line.
+    includes = " ".join([f"-isystem {kernel.headers}",
+                         *(f"-isystem {lib / 'usr/include'}" for lib in libs)])
+    libdirs = " ".join(f"-L{lib / 'usr/lib' / arch.gnu_triplet}" for lib in libs)
+    common = [f"-j{jobs or os.cpu_count() or 2}", f"OUTPUT={out}", f"ARCH={arch.kernel_arch}",
+              f"KHDR_INCLUDES={includes}", f"LDFLAGS=-static {libdirs}"]
     if arch.cross_prefix:
-        argv.append(f"CROSS_COMPILE={arch.cross_prefix}")
-    report.run("make " + " ".join(PROGRAMS) + " (static)", argv, log)
+        common.append(f"CROSS_COMPILE={arch.cross_prefix}")
+    selftests = source.path / "tools/testing/selftests"
+    report.run("make " + " ".join(IOMMU_PROGRAMS) + " (static)",
+               ["make", "-C", str(selftests / "iommu"), *common], log)
+    # Only the programs the guests' devices can run; the Makefile's default builds all.
+    report.run("make " + " ".join(VFIO_PROGRAMS) + " (static)",
+               ["make", "-C", str(selftests / "vfio"), *common,
+                *(str(out / name) for name in VFIO_PROGRAMS)], log)
     for name in PROGRAMS:
         path = out / name
         if not path.is_file():

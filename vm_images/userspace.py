@@ -43,6 +43,8 @@ PACKAGES = (
     "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
     # cffi in ABI mode: the arch's _cffi_backend, cffi itself, its C parser (+ ply).
     "python3-cffi-backend", "python3-cffi", "python3-pycparser", "python3-ply",
+    # libudev for pyudev (copied from the host, see vm_images.runtime): `probe` in a guest.
+    "libudev1", "libcap2",
     # /init's shell and tools: one static binary.
     "busybox-static",
 )

@@ -160,6 +160,16 @@ class KernelBackend(Backend):
         n: int = self._fail_nth.call(os.write, fd, data)
         return n
 
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """pread(2)."""
+        data: bytes = self._fail_nth.call(os.pread, fd, length, offset)
+        return data
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """pwrite(2)."""
+        n: int = self._fail_nth.call(os.pwrite, fd, data, offset)
+        return n
+
     def mmap(self, fd: int, length: int, offset: int = 0,
              prot: int = PROT_READ | PROT_WRITE, flags: int = MAP_SHARED) -> int:
         """mmap(2) of a backend fd; unmapped at shutdown unless unmapped before."""

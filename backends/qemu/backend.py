@@ -34,7 +34,7 @@ from backends.qemu.splats import Splat
 CALL_TIMEOUT_ENV = "IOMMUFD_QEMU_CALL_TIMEOUT"
 BOOT_TIMEOUT_ENV = "IOMMUFD_QEMU_BOOT_TIMEOUT"
 #: the kernel's C selftests inside the guest image
-SELFTESTS = ("/selftests/iommufd", "/selftests/iommufd_fail_nth")
+SELFTESTS = ("/selftests/iommufd", "/selftests/iommufd_fail_nth", "/selftests/vfio")
 
 _T = TypeVar("_T")
 

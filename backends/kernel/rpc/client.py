@@ -101,6 +101,16 @@ class RemoteBackend(Backend):
         n: int = self._call("write", fd, bytes(data))
         return n
 
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """pread(2) in the server."""
+        data: bytes = self._call("pread", fd, length, offset)
+        return data
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """pwrite(2) in the server."""
+        n: int = self._call("pwrite", fd, bytes(data), offset)
+        return n
+
     def mmap(self, fd: int, length: int, offset: int = 0,
              prot: int = PROT_READ | PROT_WRITE, flags: int = MAP_SHARED) -> int:
         """mmap(2) of a server fd; returns the server's address."""
