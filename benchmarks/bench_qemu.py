@@ -1,7 +1,7 @@
 """The whole suite in a QEMU guest beside the kernel's own C suite in the same guest.
 
-Runs ``pytest tests/iommufd --backend qemu:ARCH --kselftest-lineup`` in this process and
-prints: time to the first test result (warm start: cached images), the suite's wall time
+Runs ``pytest tests/iommufd --iommufd-backend qemu:ARCH --iommufd-kselftest-lineup`` in this
+process and prints: time to the first test result (warm start: cached images), the suite's wall time
 from the first test to the last, the C suites' wall time in the same guest, and the
 ratio (target: at most 3x). Run: ``python3 benchmarks/bench_qemu.py [--arch x86_64]``.
 """
@@ -50,8 +50,9 @@ def main() -> int:
     args = parser.parse_args()
     spec = f"qemu:{args.arch}"
     timer = Timer()
-    code = pytest.main([str(ROOT / "tests" / "iommufd"), "-q", "--backend", spec,
-                        "--kselftest-lineup", "-p", "no:cacheprovider"], plugins=[timer])
+    code = pytest.main([str(ROOT / "tests" / "iommufd"), "-q", "--iommufd-backend", spec,
+                        "--iommufd-kselftest-lineup", "-p", "no:cacheprovider"],
+                       plugins=[timer])
     reporter = timer.config.pluginmanager.get_plugin("iommufd-lineup")
     c_seconds = reporter.c_seconds.get(spec) if reporter else None
     if timer.first is None or timer.last is None or timer.first_started is None or not c_seconds:

@@ -174,7 +174,8 @@ def test_a_panicking_guest_fails_that_test_with_the_console_and_the_run_goes_on(
     monkeypatch.setenv(CACHE_ENV, str(REAL_CACHE))
     before = _all_qemu()
     pytester.makepyfile(test_crash=CRASHING_SUITE)
-    result = pytester.runpytest_subprocess("--backend", "qemu:x86_64", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--iommufd-backend", "qemu:x86_64",
+                                          "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*GuestCrashed*", "*Kernel panic - not syncing*"])
     assert _all_qemu() <= before  # no guest outlives the run

@@ -80,7 +80,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_ioas", VARIANTS),
-    pytest.mark.requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
+    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
 ]
 
 
@@ -465,7 +465,7 @@ def _map_in_child(self: IoasFixture, child: Backend) -> None:
                                            MOCK_APERTURE_START)
 
 
-@pytest.mark.requires(Features.SELFTEST, Features.FORK, Features.MM_EXIT,
+@pytest.mark.iommufd_requires(Features.SELFTEST, Features.FORK, Features.MM_EXIT,
                       reason="needs a second process's mm, which then exits")
 def test_fork_gone(self: IoasFixture) -> None:
     access = create_access(self.fd, self.ioas_id)
@@ -489,7 +489,7 @@ def test_fork_gone(self: IoasFixture) -> None:
     access.close()
 
 
-@pytest.mark.requires(Features.SELFTEST, Features.FORK,
+@pytest.mark.iommufd_requires(Features.SELFTEST, Features.FORK,
                       reason="needs a second process's mm")
 def test_fork_present(self: IoasFixture) -> None:
     access = create_access(self.fd, self.ioas_id)
@@ -597,7 +597,7 @@ def test_copy_sweep(self: IoasFixture) -> None:
     dst.destroy()
 
 
-@pytest.mark.requires(Features.SELFTEST, Features.DMABUF,
+@pytest.mark.iommufd_requires(Features.SELFTEST, Features.DMABUF,
                       reason="the mock models no dma-buf exporter yet")
 def test_dmabuf_simple(self: IoasFixture) -> None:
     buf_size = 4 * self.page_size
@@ -612,7 +612,7 @@ def test_dmabuf_simple(self: IoasFixture) -> None:
     self.backend.close(dfd)
 
 
-@pytest.mark.requires(Features.SELFTEST, Features.DMABUF,
+@pytest.mark.iommufd_requires(Features.SELFTEST, Features.DMABUF,
                       reason="the mock models no dma-buf exporter yet")
 def test_dmabuf_revoke(self: IoasFixture) -> None:
     buf_size = 4 * self.page_size
