@@ -37,6 +37,9 @@ class Gate:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.active = False
+        #: an xdist controller's collection order, kept in case a worker's report wakes
+        #: the plugin up after collection (then it is too late to ask for it)
+        self.collected: list[str] = []
 
     def activate(self, explicit: bool) -> None:
         """Import and register the plugin proper (:func:`harness.session.activate`)."""
@@ -56,7 +59,12 @@ class Gate:
         self.activate(explicit=False)
         from harness import session
 
-        session.first_report(self.config, report)
+        session.first_report(self.config, report, self.collected)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: object, ids: list[str]) -> None:
+        if not self.active and not self.collected:
+            self.collected = list(ids)
 
 
 GATE = pytest.StashKey[Gate]()

@@ -153,9 +153,13 @@ def activate(config: pytest.Config, explicit: bool) -> None:
     lineup_report.register(config, collector.outcomes, lambda: config.stash[STATE].backends)
 
 
-def first_report(config: pytest.Config, report: pytest.TestReport) -> None:
+def first_report(config: pytest.Config, report: pytest.TestReport, order: list[str]) -> None:
     """Hand the report that woke an xdist controller up to the parts registered since
-    (pytest had already chosen the plugins that see it)."""
+    (pytest had already chosen the plugins that see it), with the collection order the
+    workers reported before that."""
+    collector = config.pluginmanager.get_plugin(RESULTS)
+    if collector is not None and not collector.order:
+        collector.order = list(order)
     for name in (JUNIT, RESULTS):
         plugin = config.pluginmanager.get_plugin(name)
         if plugin is not None:

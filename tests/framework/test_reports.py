@@ -135,10 +135,18 @@ def test_kcidb_output_validates_with_kcidb_io(suite: pytest.Pytester) -> None:
     assert tests["iommufd.more.setup_errors"]["status"] == "ERROR"
 
 
-def test_xdist_writes_the_same_ktap_as_a_serial_run(suite: pytest.Pytester) -> None:
+@pytest.mark.parametrize("given_by", ["option", "env"])
+def test_xdist_writes_the_same_ktap_as_a_serial_run(
+        suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, given_by: str) -> None:
+    # By the environment alone, the controller only learns from the workers' reports
+    # that the session runs iommufd scenarios.
     serial, parallel = suite.path / "serial.ktap", suite.path / "parallel.ktap"
     suite.runpytest_subprocess("--iommufd-ktap", str(serial), "-p", "no:xdist")
-    result = suite.runpytest_subprocess("--iommufd-ktap", str(parallel), "-n", "2")
+    if given_by == "option":
+        result = suite.runpytest_subprocess("--iommufd-ktap", str(parallel), "-n", "2")
+    else:
+        monkeypatch.setenv("IOMMUFD_KTAP", str(parallel))
+        result = suite.runpytest_subprocess("-n", "2")
     result.stdout.fnmatch_lines(["*2 workers*"])
     assert serial.read_text().splitlines()[3:] == parallel.read_text().splitlines()[3:]
     assert parallel.read_text() == serial.read_text()
