@@ -96,3 +96,15 @@ def test_importing_the_plugin_loads_nothing_heavy() -> None:
     assert out[0] == "[]", out
     # Measured: about 2 ms (it was 616 ms with the backends imported).
     assert float(out[1]) < 0.2, out
+
+
+def test_the_gate_knows_every_public_fixture(pytester: pytest.Pytester) -> None:
+    # A scenario that asks for any of them must wake the plugin up.
+    from harness.plugin import PLUGIN_FIXTURES
+
+    listing = pytester.runpytest("--iommufd", "--fixtures").outlines
+    start = next(i for i, line in enumerate(listing) if "defined from harness.fixtures" in line)
+    section = listing[start + 1:]
+    end = next((i for i, line in enumerate(section) if line.startswith("---")), len(section))
+    public = {line.split()[0] for line in section[:end] if " -- " in line}
+    assert public == PLUGIN_FIXTURES
