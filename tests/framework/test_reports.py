@@ -205,3 +205,13 @@ def test_last_failed_reruns_only_the_failures_with_the_projects_config(
         "test_more.py::test_teardown_fails[more.teardown_fails]"]
     first = suite.runpytest("--ff", "-q", "-x")
     first.assert_outcomes(failed=1)
+
+
+def test_the_ported_suite_under_xdist_writes_the_serial_ktap(pytester: pytest.Pytester) -> None:
+    group = str(ROOT / "tests" / "iommufd" / "test_iommufd.py")
+    serial, parallel = pytester.path / "serial.ktap", pytester.path / "parallel.ktap"
+    pytester.runpytest_subprocess(group, "--iommufd-ktap", str(serial), "-p", "no:xdist")
+    pytester.runpytest_subprocess(group, "--iommufd-ktap", str(parallel), "-n", "2")
+    assert parallel.read_text() == serial.read_text()
+    _, cases, totals = parse_ktap(serial.read_text())
+    assert "iommufd.simple_close" in cases and totals["fail"] == 0
