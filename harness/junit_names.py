@@ -12,6 +12,8 @@ from __future__ import annotations
 import pytest
 from _pytest.junitxml import xml_key  # the LogXML of --junitxml; no public accessor
 
+from harness.state import STATE
+
 SUITE = "iommufd"
 
 
@@ -24,7 +26,7 @@ class JunitNames:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         xml = self.config.stash.get(xml_key, None)
-        name: str | None = getattr(report, "kselftest_name", None)
+        name = self.config.stash[STATE].kernel_name(report)
         if xml is None or not name:
             return
         # Runs before junitxml's own hook: attributes set on the testcase reporter here

@@ -132,11 +132,12 @@ class ResultCollector:
         if previous is not None and previous.result.outcome not in ("pass", "xpass"):
             self.records[report.nodeid] = replace(previous, duration=duration)
             return
-        kernel_name: str | None = getattr(report, "kselftest_name", None)
+        state = self.config.stash[STATE]
+        kernel_name = state.kernel_name(report)
         name = kernel_name or report.nodeid
         result = ktap.CaseResult(name, outcome, reason_of(report),
                                  diagnostics_of(report, name, self.config.rootpath))
-        backend = str(getattr(report, "iommufd_backend", "") or "")
+        backend = state.backend_of(report)
         start = previous.start if previous else getattr(report, "start", None)
         self.records[report.nodeid] = CaseRecord(report.nodeid, kernel_name, backend, result,
                                                  duration, start)

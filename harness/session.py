@@ -85,9 +85,10 @@ class IommufdSession:
         names = self.state.names
         multi = len(self.state.specs) > 1
         for item in items:
+            spec = _param(item, "backend_spec")
+            self.state.item_backends[item.nodeid] = spec or self.state.specs[0]
             name = kselftest.name_of(item)
             if name is not None:
-                spec = _param(item, "backend_spec")
                 names[item.nodeid] = f"{name}@{spec}" if multi and spec else name
             if name is not None or item.get_closest_marker(marks.REQUIRES) is not None:
                 # The capability and known-issue checks come before any other fixture,
@@ -109,8 +110,7 @@ class IommufdSession:
         name = self.state.names.get(item.nodeid)
         if name is not None:
             report.kselftest_name = name  # type: ignore[attr-defined]
-        report.iommufd_backend = (  # type: ignore[attr-defined]
-            _param(item, "backend_spec") or self.state.specs[0])
+        report.iommufd_backend = self.state.backend_of(report)  # type: ignore[attr-defined]
         return report
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
