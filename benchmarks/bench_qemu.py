@@ -71,14 +71,14 @@ class Bench:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         config = session.config
-        from harness.plugin import BACKENDS_KEY
+        from harness.state import STATE
 
-        backend = config.stash[BACKENDS_KEY].get(self.spec)
+        backend = config.stash[STATE].backends.get(self.spec)
         runner = config.pluginmanager.get_plugin("iommufd-guestrun")
-        recorder = config.pluginmanager.get_plugin("iommufd-ktap")
-        if backend is None or runner is None or not runner.stats or recorder is None:
+        results = config.pluginmanager.get_plugin("iommufd-results")
+        if backend is None or runner is None or not runner.stats or results is None:
             return
-        names = sorted(recorder.outcomes())
+        names = sorted(results.outcomes())
         filters = " ".join(f"-r {name}" for name in names)
         _status, output, _ = backend.run(
             ["sh", "-c", "echo UPTIME $(cat /proc/uptime); /selftests/iommufd "
@@ -104,7 +104,7 @@ def bench(arch: str) -> int:
     spec = f"qemu:{arch}"
     plugin = Bench(spec)
     started = time.monotonic() if arch != "x86_64" else START
-    code = pytest.main([str(ROOT / "tests" / "iommufd"), "-q", "--backend", spec,
+    code = pytest.main([str(ROOT / "tests" / "iommufd"), "-q", "--iommufd-backend", spec,
                         "-p", "no:cacheprovider", "-p", "no:hypothesispytest"],
                        plugins=[plugin])
     f = plugin.figures

@@ -1,7 +1,9 @@
 """The ``iommufd-harness`` command.
 
-``iommufd-harness run [--backend SPEC] [--ktap FILE] [PYTEST ARGS...]``
-    run the iommufd scenario suite (tests/iommufd) on a backend (default mock).
+``iommufd-harness run [--backend SPEC] [--ktap FILE] [--kcidb FILE] [PATHS] [PYTEST ARGS...]``
+    run the iommufd scenario suite on a backend (default mock), or the scenario files
+    or directories given as PATHS (your own scenarios); the short flags become the
+    plugin's ``--iommufd-backend``, ``--iommufd-ktap`` and ``--iommufd-kcidb``.
 ``iommufd-harness run --backend A --compare B [--repro-dir DIR]``
     the suite on A and B in lockstep, failing each case at its first divergence.
 ``iommufd-harness explore --backend A --compare B --ops N --seed S [--repro-dir DIR]``
@@ -20,28 +22,42 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-SUITE_DIR = Path(__file__).resolve().parent.parent / "tests" / "iommufd"
+from harness import suite
+
+
+def _is_path(arg: str) -> bool:
+    return not arg.startswith("-") and Path(arg.split("::", 1)[0]).exists()
+
+
+def pytest_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """The pytest command line of ``iommufd-harness run``."""
+    # The suite uses no property-based tests; hypothesis' plugin (a dev extra) would
+    # only add its start-up and summary time to every run.
+    argv = ["--iommufd", "-q", "-p", "no:hypothesispytest"]
+    for spec in args.backend or []:
+        argv += ["--iommufd-backend", spec]
+    if args.ktap:
+        argv += ["--iommufd-ktap", args.ktap]
+    if args.kcidb:
+        argv += ["--iommufd-kcidb", args.kcidb]
+    if args.compare:
+        argv += ["--iommufd-compare", args.compare]
+    if args.repro_dir:
+        argv += ["--iommufd-repro-dir", args.repro_dir]
+    if not any(_is_path(arg) for arg in extra):
+        argv = [*suite.pytest_args(), *argv]
+    return argv + extra
 
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
     import pytest
 
-    if not SUITE_DIR.is_dir():
-        print(f"iommufd-harness: the suite is not at {SUITE_DIR}; install from a source "
-              "checkout (pip install -e .)", file=sys.stderr)
+    try:
+        argv = pytest_argv(args, extra)
+    except suite.SuiteMissing as error:
+        print(f"iommufd-harness: {error}", file=sys.stderr)
         return 2
-    # The suite uses no property-based tests; hypothesis' plugin (a dev extra) would
-    # only add its start-up and summary time to every run.
-    argv = [str(SUITE_DIR), "-q", "-p", "no:hypothesispytest"]
-    for spec in args.backend or []:
-        argv += ["--backend", spec]
-    if args.ktap:
-        argv += ["--ktap", args.ktap]
-    if args.compare:
-        argv += ["--compare", args.compare]
-    if args.repro_dir:
-        argv += ["--repro-dir", args.repro_dir]
-    return int(pytest.main(argv + extra))
+    return int(pytest.main(argv))
 
 
 def _explore(args: argparse.Namespace) -> int:
@@ -91,10 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="iommufd-harness",
         description="Kernel-selftest-style tests of the Linux iommufd uAPI.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="run the iommufd suite (extra args go to pytest)")
+    run = commands.add_parser(
+        "run", help="run the iommufd suite, or the scenario files given (extra args go to "
+                    "pytest)")
     run.add_argument("--backend", action="append", metavar="SPEC",
-                     help="mock (default), kernel, qemu:x86_64, qemu:aarch64; repeatable")
-    run.add_argument("--ktap", metavar="FILE", help="write a KTAP v1 report")
+                     help="mock (default), kernel, qemu:x86_64, qemu:aarch64; repeatable "
+                          "(env IOMMUFD_BACKEND)")
+    run.add_argument("--ktap", metavar="FILE", help="write a KTAP v1 report (env IOMMUFD_KTAP)")
+    run.add_argument("--kcidb", metavar="FILE",
+                     help="write the run as KCIDB JSON for KernelCI (env IOMMUFD_KCIDB)")
     run.add_argument("--compare", metavar="SPEC",
                      help="run every case on --backend and SPEC in lockstep")
     run.add_argument("--repro-dir", metavar="DIR",

@@ -1,15 +1,14 @@
-"""``--compare SPEC``: run every case on each ``--backend`` and on SPEC in lockstep.
+"""``--iommufd-compare SPEC``: run every case on each backend and on SPEC in lockstep.
 
 Each backend spec A becomes ``compare:A+SPEC`` (a :class:`backends.compare.CompareBackend`),
 so the suite itself is unchanged: every contract call runs on both, and a case fails at
 its first divergence that no known divergence explains. The run ends with one line per
 pair, ``compare A vs B: N cases, M calls, D divergences (K known)``, and the divergences
-are listed. ``--repro-dir DIR`` writes a Python and a C reproducer of every failed case.
+are listed. ``--iommufd-repro-dir DIR`` writes a Python and a C reproducer of every failed case.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import pytest
 
 from backends import BackendError, parse_spec
 from backends.compare import CompareBackend, Divergence
+from harness import options
+from harness.state import STATE
 
 
 class ComparePlugin:
@@ -28,43 +29,24 @@ class ComparePlugin:
         self.repro_dir: Path | None = None
         self.written: list[Path] = []
 
-    def pytest_addoption(self, parser: pytest.Parser) -> None:
-        group = parser.getgroup("iommufd", "iommufd-harness")
-        group.addoption(
-            "--compare", dest="iommufd_compare", metavar="SPEC",
-            default=os.environ.get("IOMMUFD_COMPARE") or None,
-            help="run each case on every --backend and on SPEC in lockstep, failing at "
-                 "the first divergence (env IOMMUFD_COMPARE)")
-        group.addoption(
-            "--repro-dir", dest="iommufd_repro_dir", metavar="DIR", default=None,
-            help="with --compare: write a Python and a C reproducer of each failed case")
-        group.addoption(
-            "--explore-ops", dest="iommufd_explore_ops", metavar="N", type=int,
-            default=int(os.environ.get("IOMMUFD_EXPLORE_OPS", "200")),
-            help="the budget of the differential exploration test: random operations "
-                 "to run (env IOMMUFD_EXPLORE_OPS, default 200)")
-
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
-        other: str | None = config.getoption("iommufd_compare")
+        other: str | None = options.value(config, options.COMPARE)
         if not other:
             return
-        from harness.plugin import SPECS_KEY  # the plugin module imports this one
-
         try:
             parse_spec(other)
         except BackendError as error:
-            raise pytest.UsageError(f"--compare: {error}") from None
-        specs = config.stash[SPECS_KEY]
-        config.stash[SPECS_KEY] = [f"compare:{spec}+{other.strip()}" for spec in specs]
-        given = config.getoption("iommufd_repro_dir")
+            raise pytest.UsageError(f"--iommufd-compare: {error}") from None
+        state = config.stash[STATE]
+        state.specs[:] = [f"compare:{spec}+{other.strip()}" for spec in state.specs]
+        given = options.value(config, options.REPRO_DIR)
         self.repro_dir = Path(given) if given else None
 
     def _pairs(self, config: pytest.Config) -> dict[str, CompareBackend]:
-        from harness.plugin import BACKENDS_KEY
-
-        return {spec: be for spec, be in config.stash.get(BACKENDS_KEY, {}).items()
-                if isinstance(be, CompareBackend)}
+        state = config.stash.get(STATE, None)
+        backends = state.backends if state is not None else {}
+        return {spec: be for spec, be in backends.items() if isinstance(be, CompareBackend)}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:

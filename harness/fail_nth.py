@@ -165,7 +165,7 @@ def sweep(run: Callable[[int], RunResult], *, limit: int = DEFAULT_LIMIT,
         nth += 1
         if nth > limit:
             report.aborted = (f"fault point {limit} was still reached: the sweep stopped "
-                              "at the limit (raise --fail-nth-limit)")
+                              "at the limit (raise --iommufd-fail-nth-limit)")
             return report
 
 

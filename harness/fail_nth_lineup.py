@@ -1,6 +1,6 @@
 """fail_nth points per scenario on each backend, beside the kernel's own C binary.
 
-With ``--fail-nth-kselftest``, every sweep also counts the faults injected during it per
+With ``--iommufd-fail-nth-kselftest``, every sweep also counts the faults injected during it per
 kernel fault attribute (``failslab``, ``fail_page_alloc``, ``fail_iommufd``, ...), and
 the run ends with a table: per scenario, the points swept on each backend and, for each
 guest, the points the kernel's C ``iommufd_fail_nth`` sweeps for the same scenario in
@@ -49,15 +49,6 @@ class GuestRunner(Protocol):
     spec: str
 
     def run(self, argv: Sequence[str], timeout: float = ...) -> tuple[int, bytes, bool]: ...
-
-
-def addoption(group: Any) -> None:
-    """The lineup's option, in the plugin's option group."""
-    group.addoption(
-        "--fail-nth-kselftest", dest="iommufd_fail_nth_kselftest", action="store_true",
-        default=False,
-        help="count each sweep's injected faults per fault attribute and, in guests, "
-             "line the points up with the kernel's C iommufd_fail_nth run in the same guest")
 
 
 def register(config: pytest.Config) -> None:

@@ -1,6 +1,6 @@
 """pytest side of the fail_nth sweep engine (:mod:`harness.fail_nth`).
 
-A case is swept when it carries the ``iommufd_fail_nth`` marker, or with ``--fail-nth``
+A case is swept when it carries the ``iommufd_fail_nth`` marker, or with ``--iommufd-fail-nth``
 every ported case (kselftest name) that uses the backend. A swept case runs its whole
 setup / call / teardown once per fault point; pytest sees one result. The fault is
 armed when the test body starts, or, for a scenario that asks for the ``fail_nth``
@@ -24,7 +24,7 @@ from _pytest.runner import CallInfo, runtestprotocol
 from backends.contract import Backend, BackendError, Features
 from backends.kernel import faultinject
 from harness import fail_nth as engine
-from harness import kselftest, ktap
+from harness import kselftest, ktap, options
 
 MARKER = "iommufd_fail_nth"
 SWEEP_ENV = "IOMMUFD_FAIL_NTH"
@@ -35,33 +35,12 @@ TALLY = pytest.StashKey[engine.Tally]()
 _REPORTS = pytest.StashKey[list[tuple[str, engine.SweepReport]]]()
 
 
-def addoption(group: Any) -> None:
-    """The engine's options, in the plugin's option group."""
-    group.addoption(
-        "--fail-nth", dest="iommufd_fail_nth", action="store_true",
-        default=bool(os.environ.get(SWEEP_ENV)),
-        help="sweep every ported case with fail_nth fault injection, as the kernel's "
-             "iommufd_fail_nth does (env IOMMUFD_FAIL_NTH=1)")
-    group.addoption(
-        "--fail-nth-limit", dest="iommufd_fail_nth_limit", type=int,
-        default=engine.DEFAULT_LIMIT, metavar="N",
-        help=f"stop a sweep at fault point N (default {engine.DEFAULT_LIMIT})")
-    group.addoption(
-        "--fail-nth-on-host", dest="iommufd_fail_nth_host", action="store_true",
-        default=False,
-        help="allow fail_nth fault injection on a real host's kernel backend (env "
-             f"{faultinject.HOST_OPT_IN_ENV}=1); it can destabilise the machine")
-    from harness import fail_nth_lineup  # it builds on this module
-
-    fail_nth_lineup.addoption(group)
-
-
 def register(config: pytest.Config) -> None:
     """Declare the marker and hook the engine into the run."""
     config.addinivalue_line(
         "markers", f"{MARKER}: sweep this case with fail_nth fault injection")
     config.stash[_REPORTS] = []
-    if config.getoption("iommufd_fail_nth_host"):
+    if options.value(config, options.FAIL_NTH_HOST):
         # The kernel backend reads the opt-in where it arms (backends.kernel.faultinject).
         os.environ[faultinject.HOST_OPT_IN_ENV] = "1"
     config.pluginmanager.register(_Hooks(config), "iommufd-fail-nth")
@@ -150,7 +129,7 @@ def _swept(item: pytest.Item) -> bool:
     if item.get_closest_marker(MARKER) is not None:
         return True
     fixturenames = getattr(item, "fixturenames", ())
-    return (bool(item.config.getoption("iommufd_fail_nth"))
+    return (bool(options.value(item.config, options.FAIL_NTH))
             and kselftest.name_of(item) is not None and "backend" in fixturenames)
 
 
@@ -166,7 +145,7 @@ class _Hooks:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             if _swept(item):
-                item.add_marker(pytest.mark.requires(
+                item.add_marker(pytest.mark.iommufd_requires(
                     Features.FAIL_NTH, reason="the case is swept with fail_nth"))
 
     @pytest.hookimpl(tryfirst=True)
@@ -190,7 +169,7 @@ class _Hooks:
             result: engine.RunResult = self._judge(state, reports)
             return result
 
-        limit = int(self.config.getoption("iommufd_fail_nth_limit"))
+        limit = int(options.value(self.config, options.FAIL_NTH_LIMIT) or engine.DEFAULT_LIMIT)
         engine.sweep(run, limit=limit, report=report)
         if state.leaks is not None:
             report.backend = state.leaks.backend.spec

@@ -7,8 +7,8 @@ when the fixture has no variants). A ported module declares its fixture group on
 
 and each ``test_<name>`` function in it becomes case ``iommufd_ioas.<variant>.<name>``;
 the plugin parametrizes ``variant_name`` (and so the ``variant`` fixture) with the
-variants, uses the
-names in the KTAP report and JUnit properties, and lets ``-k`` match them.
+variants under test IDs that are the kernel names (``test_area[iommufd_ioas.mock_domain.area]``),
+and uses the names in the KTAP, JUnit and KCIDB reports.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-MARKER = "kselftest"
+from harness import marks
+
+MARKER = marks.KSELFTEST
 
 
 def fixture(name: str, variants: Mapping[str, Any] | None = None) -> pytest.MarkDecorator:
@@ -28,7 +30,7 @@ def fixture(name: str, variants: Mapping[str, Any] | None = None) -> pytest.Mark
     the ``variant`` fixture (for example a frozen dataclass of FIXTURE_VARIANT fields),
     in the kernel's declaration order.
     """
-    return pytest.mark.kselftest(name, variants=dict(variants or {}))
+    return marks.build(MARKER, name, variants=dict(variants or {}))
 
 
 def case_name(fixture_name: str, variant: str | None, function_name: str) -> str:

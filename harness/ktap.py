@@ -1,9 +1,14 @@
 """A KTAP v1 report of a run, in the kselftest style, with the ``# Totals:`` line.
 
-Outcomes map onto KTAP as the kernel's kselftest.h prints them: pass ``ok``, fail and
-error ``not ok``, skip ``ok ... # SKIP``, xfail ``ok ... # XFAIL``, xpass
-``ok ... # XPASS``. Known kernel issues are xfails whose reason starts with
-``known issue``, so a reader sees them as such.
+Outcomes map onto KTAP as the kernel's kselftest.h prints them: pass ``ok``, fail
+``not ok``, skip ``ok ... # SKIP``, xfail ``ok ... # XFAIL``, xpass ``ok ... # XPASS``;
+an error (the case could not run: its setup failed) is ``not ok ... # ERROR <reason>``
+as Documentation/dev-tools/ktap.rst writes it. Known kernel issues are xfails whose
+reason starts with ``known issue``, so a reader sees them as such.
+
+A failed or errored case's diagnostics (where it failed and why) are written as ``#``
+lines right before its result line, where kselftest puts them and where the kernel's
+KTAP parser (``kunit.py parse``) shows them.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ class CaseResult:
     name: str
     outcome: str  # one of OUTCOMES
     reason: str = ""
-    diagnostics: tuple[str, ...] = ()  # ``# ...`` lines printed before the result line
+    #: lines written as ``# ...`` diagnostics before the result line
+    diagnostics: tuple[str, ...] = ()
 
 
 def _one_line(text: str) -> str:
@@ -42,10 +48,9 @@ def case_line(number: int, result: CaseResult) -> str:
         return f"ok {number} {result.name} # XFAIL {reason}".rstrip()
     if result.outcome == "xpass":
         return f"ok {number} {result.name} # XPASS {reason}".rstrip()
-    line = f"not ok {number} {result.name}"
     if result.outcome == "error":
-        line += " # error"
-    return line
+        return f"not ok {number} {result.name} # ERROR {reason}".rstrip()
+    return f"not ok {number} {result.name}"
 
 
 def totals_line(results: list[CaseResult]) -> str:
@@ -59,7 +64,7 @@ def render(results: list[CaseResult], header: list[str] | None = None) -> str:
     lines = ["KTAP version 1", f"1..{len(results)}"]
     lines += [f"# {_one_line(h)}" for h in header or []]
     for number, result in enumerate(results, start=1):
-        lines += [f"# {_one_line(d)}" for d in result.diagnostics]
+        lines += [f"# {line}".rstrip() for line in result.diagnostics]
         lines.append(case_line(number, result))
     lines.append(totals_line(results))
     return "\n".join(lines) + "\n"

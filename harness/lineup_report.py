@@ -1,4 +1,4 @@
-"""``--kselftest-lineup``: run the kernel's C selftests in the same guest after the suite
+"""``--iommufd-kselftest-lineup``: run the kernel's C selftests in the same guest after the suite
 and line their results up with ours by kselftest name, in the terminal summary.
 
 Only backends that can run programs where the ioctls ran (``run_selftests``, the qemu
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness import kselftest_tap, lineup
+from harness import kselftest_tap, lineup, options
 
 
 class LineupReporter:
@@ -64,7 +64,7 @@ class LineupReporter:
 
 def register(config: pytest.Config, results: Callable[[], Mapping[str, str]],
              backends: Callable[[], Mapping[str, Any]]) -> None:
-    """Register the reporter when ``--kselftest-lineup`` is given."""
-    if config.getoption("iommufd_lineup"):
-        reporter = LineupReporter(results, backends, config.getoption("iommufd_lineup_file"))
+    """Register the reporter when ``--iommufd-kselftest-lineup`` is given."""
+    if options.value(config, options.LINEUP):
+        reporter = LineupReporter(results, backends, options.value(config, options.LINEUP_FILE))
         config.pluginmanager.register(reporter, "iommufd-lineup")

@@ -89,8 +89,35 @@ def build_parser(prog: str = "python3 -m vm_images.cli") -> argparse.ArgumentPar
     return parser
 
 
+#: what a build costs, for the notice when boot/shell/exec must build first (measured on
+#: 2 shared cores: kernel, selftests, userspace and initramfs from nothing)
+BUILD_ESTIMATE = "a cold build takes about 4 to 10 minutes on 2 cores; a rebuild of only " \
+                 "the initramfs under a minute"
+
+
 def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """One progress line on stderr, timestamped as kunit_tool's are: ``[HH:MM:SS] ...``."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class BuildNotice:
+    """The progress printer of boot, shell and exec: the first time a build step really
+    runs (not a cache hit), it first says that the image is being built, where the
+    step's log is and about how long it takes, instead of starting a kernel build
+    silently."""
+
+    def __init__(self, command: str, arch: str) -> None:
+        self.command = command
+        self.arch = arch
+        self.building = False
+
+    def __call__(self, message: str) -> None:
+        if not self.building and "(log: " in message:
+            self.building = True
+            log = message.rsplit("(log: ", 1)[1].rstrip(")")
+            _progress(f"[{self.command}] no cached {self.arch} guest image: building it "
+                      f"first ({BUILD_ESTIMATE}); log: {log}")
+        _progress(message)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python3 -m vm_images.cli") -> int:
@@ -115,8 +142,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python3 -m vm_images.cl
         os.environ[CACHE_ENV] = str(args.cache_dir.resolve())
 
     start = time.monotonic()
+    printer = _progress if args.command == "build" else BuildNotice(args.command, args.arch)
     try:
-        image = ensure_guest_image(args.arch, kernel_src=args.kernel_src, progress=_progress)
+        image = ensure_guest_image(args.arch, kernel_src=args.kernel_src, progress=printer)
     except ValueError as e:
         return _usage_error(str(e))
     except StepError as e:
@@ -149,6 +177,7 @@ def _usage_error(message: str) -> int:
 
 
 def _report_build(image: GuestImage, seconds: float) -> int:
+    _progress(f"Elapsed time: {seconds:.1f}s total")
     print(f"arch:       {image.arch.name}")
     print(f"kernel:     {image.kernel} (Linux {image.kernel_release})")
     print(f"initramfs:  {image.initramfs}")

@@ -1,6 +1,11 @@
 #!/bin/sh
 # Install the host packages that building and booting the test guests need (Debian 12).
 #
+#   sh vm_images/install_deps.sh          everything below
+#   sh vm_images/install_deps.sh venv     only python3-venv: what the README's quick start
+#                                         needs on Debian/Ubuntu, whose own python3 refuses
+#                                         pip installs outside a virtual environment (PEP 668)
+#
 # Idempotent and quiet: prints nothing and changes nothing when everything is there;
 # otherwise refreshes apt's lists once and installs only what is missing. Run as root.
 #
@@ -12,6 +17,7 @@
 #                      added the igb device; 10 gives aarch64's SMMUv3 its stage 2),
 #                      taken from <codename>-backports, and procps (the tests' pgrep
 #                      proves no QEMU outlives a run)
+#   the project:       python3-venv (.ci/run and the README install into a venv)
 #   guest userspace:   python3 (bookworm's 3.11 precompiles the guest's bytecode),
 #                      debian-archive-keyring (the private apt configuration checks
 #                      Debian's signatures with it)
@@ -23,7 +29,7 @@
 set -eu
 
 PKGS="build-essential bc flex bison libelf-dev libssl-dev cpio kmod
-procps python3 debian-archive-keyring"
+procps python3 python3-venv debian-archive-keyring"
 QEMU_PKGS="qemu-system-x86 qemu-system-arm"
 QEMU_MIN="1:8"
 # The mirror vm_images/debian.py fetches from; the suite follows the host's release.
@@ -34,6 +40,11 @@ BACKPORTS_LIST="/etc/apt/sources.list.d/iommufd-harness-backports.sources"
 case "$(dpkg --print-architecture)" in
     amd64) PKGS="$PKGS gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
     arm64) PKGS="$PKGS gcc-x86-64-linux-gnu libc6-dev-amd64-cross" ;;
+esac
+case "${1:-}" in
+    "") ;;
+    venv) PKGS="python3 python3-venv" QEMU_PKGS="" ;;  # only what the quick start needs
+    *) echo "install_deps: unknown argument '$1' (none, or venv)" >&2; exit 2 ;;
 esac
 
 installed() {

@@ -23,7 +23,7 @@ the selftest keeps /proc/self/task/<tid>/fail-nth.
 
 Injected failures can destabilise a lab machine (a driver's error path is rarely
 run), so on a real host :class:`FailNth` arms nothing unless the user opted in
-(``IOMMUFD_FAIL_NTH_HOST=1``, or the harness's ``--fail-nth-on-host``). The
+(``IOMMUFD_FAIL_NTH_HOST=1``, or the harness's ``--iommufd-fail-nth-on-host``). The
 project's own guests say so in their environment (``IOMMUFD_HARNESS_GUEST=1``,
 exported by vm_images/guest/init) and need no opt-in.
 
@@ -67,7 +67,7 @@ def arming_allowed(environ: Mapping[str, str] = os.environ) -> bool:
 def refusal() -> str:
     """The one-line reason fault injection is not armed on this host."""
     return (f"refusing to arm fail_nth fault injection on this host (a real machine: "
-            f"injected failures can destabilise it); opt in with --fail-nth-on-host or "
+            f"injected failures can destabilise it); opt in with --iommufd-fail-nth-on-host or "
             f"{HOST_OPT_IN_ENV}=1")
 
 

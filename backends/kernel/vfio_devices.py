@@ -201,7 +201,7 @@ def refusal(bdf: str, *, allow_bind: bool) -> str | None:
         return f"{bdf} is in use: {busy}"
     if not allow_bind:
         return (f"{bdf} is bound to {driver or 'no driver'}, not {VFIO_PCI}; binding it "
-                "needs the explicit opt-in (--vfio-bind)")
+                "needs the explicit opt-in (--iommufd-vfio-bind)")
     return None
 
 

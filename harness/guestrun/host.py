@@ -184,7 +184,7 @@ class GuestRunner:
         """The guest session's options: its backend, and the host's options that
         shape a report (traceback style, locals, verbosity, runxfail)."""
         option = self.config.option
-        args = ["--backend", self.guest_spec, f"--tb={option.tbstyle}"]
+        args = ["--iommufd", "--iommufd-backend", self.guest_spec, f"--tb={option.tbstyle}"]
         if option.showlocals:
             args.append("-l")
         if option.verbose > 0:

@@ -25,8 +25,8 @@ def test_compare_runs_cases_in_lockstep_and_prints_the_summary(
         pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_cases=CASES)
     repro = pytester.path / "repro"
-    result = pytester.runpytest("-p", "no:hypothesispytest", "--backend", "mock",
-                                "--compare", "mock", "--repro-dir", str(repro))
+    result = pytester.runpytest("-p", "no:hypothesispytest", "--iommufd-backend", "mock",
+                                "--iommufd-compare", "mock", "--iommufd-repro-dir", str(repro))
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "iommufd-harness backends: compare:mock+mock",
@@ -40,6 +40,6 @@ def test_compare_runs_cases_in_lockstep_and_prints_the_summary(
 
 def test_compare_with_a_bad_spec_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(backend): pass")
-    result = pytester.runpytest("-p", "no:hypothesispytest", "--compare", "bogus")
+    result = pytester.runpytest("-p", "no:hypothesispytest", "--iommufd-compare", "bogus")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--compare: unknown backend 'bogus'*"])

@@ -23,9 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_exploration_budget(request: pytest.FixtureRequest, backend: Backend) -> None:
-    """``--explore-ops N``: N random operations on the session's pair (``--backend A
+    """``--iommufd-explore-ops N``: N random operations on the session's pair (``--backend A
     --compare B``), or on mock against mock; no divergence may be left unexplained."""
-    budget: int = request.config.getoption("iommufd_explore_ops")
+    from harness import options
+
+    budget: int = options.value(request.config, options.EXPLORE_OPS) or 200
     pair = backend if isinstance(backend, CompareBackend) else open_backend(
         "compare:mock+mock")
     assert isinstance(pair, CompareBackend)

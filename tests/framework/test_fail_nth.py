@@ -79,7 +79,7 @@ def _sweep_line(result: pytest.RunResult) -> str:
 def test_clean_sweep_passes_and_reports(pytester: pytest.Pytester, tmp_path: Path) -> None:
     pytester.makepyfile(test_sweep=SCENARIO)
     ktap = tmp_path / "run.ktap"
-    result = pytester.runpytest("-p", "no:hypothesispytest", "--ktap", str(ktap))
+    result = pytester.runpytest("-p", "no:hypothesispytest", "--iommufd-ktap", str(ktap))
     result.assert_outcomes(passed=1)
     line = _sweep_line(result)
     points = int(line.split(": ")[2].split()[0])
@@ -132,7 +132,7 @@ def test_map(iommufd, kglobals):
     plain = pytester.runpytest("-p", "no:hypothesispytest")
     plain.assert_outcomes(passed=1)
     assert "fail_nth sweeps" not in plain.stdout.str()
-    swept = pytester.runpytest("-p", "no:hypothesispytest", "--fail-nth")
+    swept = pytester.runpytest("-p", "no:hypothesispytest", "--iommufd-fail-nth")
     swept.assert_outcomes(passed=1)
     swept.stdout.fnmatch_lines(["plain.map: fail_nth mock: * points swept*failures: 0"])
 
@@ -163,7 +163,7 @@ def test_sweep_stops_at_first_failure_and_at_the_limit() -> None:
     def endless(nth: int) -> fail_nth.RunResult:
         return fail_nth.judge(nth, nth > 0, "ENOMEM" if nth else fail_nth.OK, None)
     limited = fail_nth.sweep(endless, limit=5, report=fail_nth.SweepReport("s", "b"))
-    assert limited.points == 5 and "raise --fail-nth-limit" in limited.failures[0]
+    assert limited.points == 5 and "raise --iommufd-fail-nth-limit" in limited.failures[0]
 
 
 def test_outcome_classes() -> None:
@@ -183,7 +183,7 @@ def test_outcome_classes() -> None:
 # -- the real-host refusal -----------------------------------------------------------
 
 def _no_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Set (and so restored afterwards) rather than deleted: --fail-nth-on-host sets it.
+    # Set (and so restored afterwards) rather than deleted: --iommufd-fail-nth-on-host sets it.
     monkeypatch.setenv(faultinject.HOST_OPT_IN_ENV, "0")
     monkeypatch.setenv(faultinject.GUEST_ENV, "0")
 
@@ -201,7 +201,7 @@ def test_kernel_backend_refuses_to_arm_on_a_real_host(
     with pytest.raises(BackendError) as refused:
         nth.write(1)
     message = str(refused.value)
-    assert "\n" not in message and "--fail-nth-on-host" in message
+    assert "\n" not in message and "--iommufd-fail-nth-on-host" in message
     assert faultinject.HOST_OPT_IN_ENV in message
     nth.write(0)  # disarming is always allowed
     nth.close()
@@ -243,8 +243,8 @@ def backend():
     refused = pytester.runpytest("-p", "no:hypothesispytest")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stdout.fnmatch_lines(["*refusing to arm fail_nth fault injection on this host*"
-                                  "--fail-nth-on-host*"])
-    allowed = pytester.runpytest("-p", "no:hypothesispytest", "--fail-nth-on-host")
+                                  "--iommufd-fail-nth-on-host*"])
+    allowed = pytester.runpytest("-p", "no:hypothesispytest", "--iommufd-fail-nth-on-host")
     allowed.assert_outcomes(passed=1)
 
 

@@ -21,6 +21,8 @@ import pytest
 from tests.framework import qemu_fakes
 
 FAKE_QEMU = Path(qemu_fakes.__file__).resolve()
+#: the run's backend: the stand-in guest
+QEMU = ("--iommufd-backend", "qemu:x86_64")
 ROOT = FAKE_QEMU.parents[2]
 
 CONFTEST = f"""
@@ -92,8 +94,7 @@ def _ktap_results(path: Path) -> dict[str, str]:
 def test_guest_run_reports_as_an_in_process_run(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_grp=SUITE, test_host=HOST_ONLY)
     ktap = suite.path / "guest.ktap"
-    result = suite.runpytest_subprocess("--backend", "qemu:x86_64", "--ktap", str(ktap),
-                                        "-rA")
+    result = suite.runpytest_subprocess(*QEMU, "--iommufd-ktap", str(ktap), "-rA")
     result.assert_outcomes(passed=4, failed=1, xfailed=2)
     result.stdout.fnmatch_lines(["*FAILED test_grp.py::test_fails_on_second[[]second[]]*"])
     assert _ktap_results(ktap) == {
@@ -102,13 +103,13 @@ def test_guest_run_reports_as_an_in_process_run(suite: pytest.Pytester) -> None:
         "grp.first.xfails": "ok", "grp.second.xfails": "ok",
         "test_host.py::test_on_the_host": "ok"}
     # The same suite in-process on the mock: the same outcomes.
-    local = suite.runpytest_subprocess("--backend", "mock")
+    local = suite.runpytest_subprocess("--iommufd-backend", "mock")
     local.assert_outcomes(passed=4, failed=1, xfailed=2)
 
 
 def test_k_and_x_select_and_stop_in_the_guest(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_grp=SUITE)
-    result = suite.runpytest_subprocess("--backend", "qemu:x86_64", "-k", "grp.second", "-x")
+    result = suite.runpytest_subprocess(*QEMU, "-k", "grp.second", "-x")
     result.assert_outcomes(passed=1, failed=1)
 
 
@@ -146,7 +147,7 @@ def test_a_splat_panic_or_hang_fails_that_case_and_the_run_goes_on(
         suite: pytest.Pytester) -> None:
     suite.makepyfile(test_crash=CRASHING)
     ktap = suite.path / "crash.ktap"
-    result = suite.runpytest_subprocess("--backend", "qemu:x86_64", "--ktap", str(ktap))
+    result = suite.runpytest_subprocess(*QEMU, "--iommufd-ktap", str(ktap))
     assert _ktap_results(ktap) == {
         "crash.v.a_before": "ok", "crash.v.b_warns": "not ok", "crash.v.c_after_warn": "ok",
         "crash.v.d_panics": "not ok", "crash.v.e_after_panic": "ok",
@@ -189,8 +190,8 @@ def test_interrupt_ends_the_run_and_keeps_the_finished_cases(
     suite.makepyfile(test_slow=SLOW)
     ktap = suite.path / "slow.ktap"
     run = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--backend", "qemu:x86_64",
-         "--ktap", str(ktap), "-v"],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *QEMU,
+         "--iommufd-ktap", str(ktap), "-v"],
         cwd=suite.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     assert run.stdout is not None
@@ -212,7 +213,7 @@ def test_interrupt_ends_the_run_and_keeps_the_finished_cases(
 def test_sigkill_of_the_run_takes_the_guest_with_it(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_slow=SLOW)
     run = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--backend", "qemu:x86_64",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *QEMU,
          "-v"], cwd=suite.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     assert run.stdout is not None
@@ -246,8 +247,8 @@ def test_pytest_timeout_fails_the_case_and_the_run_goes_on(suite: pytest.Pyteste
     pytest.importorskip("pytest_timeout")
     suite.makepyfile(test_timed=TIMED)
     ktap = suite.path / "timed.ktap"
-    result = suite.runpytest_subprocess("--backend", "qemu:x86_64", "--timeout", "3",
-                                        "--ktap", str(ktap))
+    result = suite.runpytest_subprocess(*QEMU, "--timeout", "3",
+                                        "--iommufd-ktap", str(ktap))
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*Timeout*"])
     assert _ktap_results(ktap) == {"timed.v.a": "ok", "timed.v.b_slow": "not ok",

@@ -12,22 +12,26 @@ from harness import known_issues, ktap
 def test_render_lines_and_totals() -> None:
     text = ktap.render([
         ktap.CaseResult("iommufd.simple_close", "pass"),
-        ktap.CaseResult("iommufd.cmd_fail", "fail", "AssertionError: expected ENOENT"),
+        ktap.CaseResult("iommufd.cmd_fail", "fail", "AssertionError: expected ENOENT",
+                        ("test_iommufd.py:40: AssertionError: expected ENOENT",
+                         "iommufd.cmd_fail: test failed")),
         ktap.CaseResult("change_process.account_none.basic", "skip", "backend mock lacks fork"),
         ktap.CaseResult("iommufd_ioas.mock_domain.dmabuf_simple", "xfail", "known issue: x"),
         ktap.CaseResult("a.b", "xpass"),
-        ktap.CaseResult("a.c", "error"),
+        ktap.CaseResult("a.c", "error", "RuntimeError: no /dev/iommu"),
     ], header=["backend mock: model"])
     assert text.splitlines() == [
         "KTAP version 1",
         "1..6",
         "# backend mock: model",
         "ok 1 iommufd.simple_close",
+        "# test_iommufd.py:40: AssertionError: expected ENOENT",
+        "# iommufd.cmd_fail: test failed",
         "not ok 2 iommufd.cmd_fail",
         "ok 3 change_process.account_none.basic # SKIP backend mock lacks fork",
         "ok 4 iommufd_ioas.mock_domain.dmabuf_simple # XFAIL known issue: x",
         "ok 5 a.b # XPASS",
-        "not ok 6 a.c # error",
+        "not ok 6 a.c # ERROR RuntimeError: no /dev/iommu",
         "# Totals: pass:1 fail:1 xfail:1 xpass:1 skip:1 error:1",
     ]
 

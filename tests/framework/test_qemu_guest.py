@@ -151,7 +151,7 @@ def test_1_panics_the_guest(backend):
     fd = backend.open("/proc/sys/vm/panic_on_oom", os.O_WRONLY)
     backend.write(fd, b"1\\n")
     backend.close(fd)
-    if hasattr(backend, "run"):  # --qemu-run=agent: the case runs on the host
+    if hasattr(backend, "run"):  # --iommufd-qemu-run=agent: the case runs on the host
         backend.run(["python3", "-c", "x = []\\nwhile True: x.append(b'1' * (1 << 26))"], 300)
     else:  # the case runs in the guest, and so does its memory
         x = []
@@ -181,8 +181,8 @@ def test_a_panicking_guest_fails_that_test_with_the_console_and_the_run_goes_on(
     monkeypatch.setenv(CACHE_ENV, str(REAL_CACHE))
     before = _all_qemu()
     pytester.makepyfile(test_crash=CRASHING_SUITE)
-    result = pytester.runpytest_subprocess("--backend", "qemu:x86_64", "--qemu-run", mode,
-                                           "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--iommufd-backend", "qemu:x86_64",
+                                           "--iommufd-qemu-run", mode, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*guest panic during*", "*Kernel panic - not syncing*"])
     assert _all_qemu() <= before  # no guest outlives the run

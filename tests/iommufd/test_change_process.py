@@ -120,7 +120,8 @@ def change_process_fixture(capabilities: DroppedCapabilities, iommufd: Iommufd,
     yield ChangeProcessFixture(iommufd, ioas, kglobals, variant)
 
 
-@pytest.mark.requires(Features.SELFTEST, Features.FORK, reason="needs a second process's mm")
+@pytest.mark.iommufd_requires(Features.SELFTEST, Features.FORK,
+                              reason="needs a second process's mm")
 def test_basic(self: ChangeProcessFixture) -> None:
     backend, page = self.fd.backend, self.g.page_size
     parent = backend.getpid()

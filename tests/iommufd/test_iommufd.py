@@ -104,7 +104,8 @@ def test_cmd_ex_fail(iommufd: Iommufd) -> None:
         iommufd.ioctl(u.IOMMU_DESTROY, raw)
 
 
-@pytest.mark.requires("cap_sys_resource", reason="setting RLIMIT_MODE needs CAP_SYS_RESOURCE")
+@pytest.mark.iommufd_requires("cap_sys_resource",
+                              reason="setting RLIMIT_MODE needs CAP_SYS_RESOURCE")
 def test_global_options(iommufd: Iommufd) -> None:
     cmd = new_cmd("iommu_option", {"option_id": u.IOMMU_OPTION_RLIMIT_MODE,
                                    "op": u.IOMMU_OPTION_OP_GET, "val64": 1})

@@ -46,7 +46,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_device_pasid", VARIANTS),
-    pytest.mark.requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
+    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
 ]
 
 

@@ -68,7 +68,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_dirty_tracking", VARIANTS),
-    pytest.mark.requires(Features.SELFTEST, reason="dirty tracking is the mock driver's"),
+    pytest.mark.iommufd_requires(Features.SELFTEST, reason="dirty tracking is the mock driver's"),
 ]
 
 

@@ -32,7 +32,7 @@ from harness.helpers import MAP_RW, Iommufd, check_refs, memfd_mmap, new_cmd, te
 pytestmark = [
     kselftest.fixture("basic_fail_nth"),
     getattr(pytest.mark, MARKER),
-    pytest.mark.requires(Features.SELFTEST, reason="the scenarios drive IOMMU_TEST_CMD"),
+    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the scenarios drive IOMMU_TEST_CMD"),
 ]
 
 #: the C binary's BUFFER_SIZE (its constructor: a 2 MiB shared anonymous buffer)

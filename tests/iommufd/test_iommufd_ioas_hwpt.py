@@ -38,7 +38,7 @@ __all__ = ["ioas_fixture"]  # the fixture is shared with test_iommufd_ioas.py
 
 pytestmark = [
     kselftest.fixture("iommufd_ioas", VARIANTS),
-    pytest.mark.requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
+    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
 ]
 
 UINT32_MAX = (1 << 32) - 1

@@ -55,7 +55,8 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_mock_domain", VARIANTS),
-    pytest.mark.requires(Features.SELFTEST, reason="mock domains are IOMMU_TEST_CMD devices"),
+    pytest.mark.iommufd_requires(Features.SELFTEST,
+                                 reason="mock domains are IOMMU_TEST_CMD devices"),
 ]
 
 

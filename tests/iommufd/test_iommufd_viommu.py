@@ -70,7 +70,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_viommu", VARIANTS),
-    pytest.mark.requires(Features.SELFTEST,
+    pytest.mark.iommufd_requires(Features.SELFTEST,
                          reason="the vIOMMU is the selftest mock driver's"),
 ]
 

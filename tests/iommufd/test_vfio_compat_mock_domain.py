@@ -48,7 +48,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("vfio_compat_mock_domain", VARIANTS),
-    pytest.mark.requires(Features.SELFTEST, reason="the VFIO group is a mock device"),
+    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the VFIO group is a mock device"),
 ]
 
 
@@ -186,7 +186,7 @@ def test_map(self: VfioCompatFixture, kglobals: SelftestGlobals) -> None:
         container.unmap_dma(iova, page_size)
 
 
-@pytest.mark.requires(Features.HUGEPAGES, reason="the container maps MAP_HUGETLB memory")
+@pytest.mark.iommufd_requires(Features.HUGEPAGES, reason="the container maps MAP_HUGETLB memory")
 def test_huge_map(self: VfioCompatFixture, variant: VfioCompatVariant,
                   kglobals: SelftestGlobals) -> None:
     backend = self.fd.backend

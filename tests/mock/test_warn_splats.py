@@ -30,7 +30,7 @@ def test_warns_in_teardown(iommufd):
 
 def test_an_injected_warn_fails_the_case_with_its_message(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inject=INJECTING_MODULE)
-    result = pytester.runpytest("--backend", "mock", "-p", "no:randomly")
+    result = pytester.runpytest("--iommufd-backend", "mock", "-p", "no:randomly")
     # pytest counts a teardown failure as an error beside the passed call.
     result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines([

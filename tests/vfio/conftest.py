@@ -1,6 +1,6 @@
 """Fixtures of the VFIO group: claimed test devices and their open cdevs.
 
-A device is used only when named with ``--vfio-device BDF``; on a qemu backend the
+A device is used only when named with ``--iommufd-vfio-device BDF``; on a qemu backend the
 guest's emulated edu is named by the machine definition (vm_images.arch). Devices are
 claimed once per session (see harness.vfio_claim) and given back at its end.
 """
@@ -30,7 +30,7 @@ def vfio_test_devices(request: pytest.FixtureRequest, backend: Backend) -> Itera
     """The claimed devices (on vfio-pci, each with a cdev); skips when none is named."""
     bdfs = vfio_options.named_devices(request.config) or default_devices(backend)
     if not bdfs:
-        pytest.skip("no VFIO test device named (--vfio-device BDF)")
+        pytest.skip("no VFIO test device named (--iommufd-vfio-device BDF)")
     try:
         claim = Claim(backend, bdfs, allow_bind=vfio_options.bind_allowed(request.config))
     except ClaimRefused as exc:

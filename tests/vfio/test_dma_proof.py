@@ -19,7 +19,7 @@ from harness.vfio_claim import ClaimedDevice
 from tests.vfio.dma import DmaRig, prove_blocked, prove_translation
 
 pytestmark = [kselftest.fixture("dma_proof", {"edu": "edu"}),
-              pytest.mark.requires("vfio_cdev")]
+              pytest.mark.iommufd_requires("vfio_cdev")]
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def rig(backend: Backend, variant: str, vfio_test_devices: list[ClaimedDevice],
     """The variant's device bound, attached to a fresh IOAS, with two pages."""
     device = next((d for d in vfio_test_devices if d.name == variant), None)
     if device is None:
-        pytest.skip(f"no claimed {variant} device (--vfio-device names the devices)")
+        pytest.skip(f"no claimed {variant} device (--iommufd-vfio-device names the devices)")
     cdev = VfioDevice.open(backend, device.cdev)
     try:
         yield DmaRig.setup(backend, vfio_iommufd, cdev)

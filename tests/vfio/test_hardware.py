@@ -24,7 +24,7 @@ from harness.helpers.selftest import hwpt_alloc
 from harness.helpers.vfio import HwInfo, VfioDevice, get_hw_info
 from harness.vfio_claim import ClaimedDevice
 
-pytestmark = pytest.mark.requires("vfio_cdev")
+pytestmark = pytest.mark.iommufd_requires("vfio_cdev")
 
 PAGE_COUNT = 16
 

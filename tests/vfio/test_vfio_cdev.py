@@ -16,7 +16,7 @@ from harness import kselftest
 from harness.helpers import Iommufd, expect_errno
 from harness.helpers.vfio import VfioDevice, vfio_cmd
 
-pytestmark = [kselftest.fixture("vfio_cdev"), pytest.mark.requires("vfio_cdev")]
+pytestmark = [kselftest.fixture("vfio_cdev"), pytest.mark.iommufd_requires("vfio_cdev")]
 
 UINT32_MAX = 0xFFFFFFFF
 

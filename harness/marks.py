@@ -1,0 +1,38 @@
+"""The plugin's markers, namespaced so they cannot clash with another project's.
+
+``iommufd_kselftest(fixture, variants=...)``: the kernel fixture group of a ported case
+(declare it with :func:`harness.kselftest.fixture`).
+``iommufd_requires(*features, reason='')``: backend features a test needs; where the
+backend lacks one the test is skipped with the reason (:func:`requires`).
+
+Both marks are built here directly rather than through ``pytest.mark.<name>``: a
+scenario module is imported (and its marks made) before the plugin has woken up and
+registered the marker names, and pytest would warn about an unknown mark there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+KSELFTEST = "iommufd_kselftest"
+REQUIRES = "iommufd_requires"
+
+#: ``markers`` ini lines, registered once a session runs iommufd scenarios
+DESCRIPTIONS = (
+    f"{KSELFTEST}(fixture, variants): a ported case of the kernel fixture group",
+    f"{REQUIRES}(*features, reason=''): backend features the test needs; skipped where "
+    "the backend lacks one",
+)
+
+
+def build(name: str, *args: Any, **kwargs: Any) -> pytest.MarkDecorator:
+    """The mark ``name(*args, **kwargs)``, made without pytest's unknown-mark check."""
+    mark = pytest.Mark(name, args, kwargs, _ispytest=True)
+    return pytest.MarkDecorator(mark, _ispytest=True)
+
+
+def requires(*features: str, reason: str = "") -> pytest.MarkDecorator:
+    """Mark a test (module, class) as needing backend ``features`` (see ``Features``)."""
+    return build(REQUIRES, *features, reason=reason)
