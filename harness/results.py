@@ -90,9 +90,13 @@ def reason_of(report: pytest.TestReport) -> str:
 
 
 def diagnostics_of(report: pytest.TestReport, name: str, rootdir: Path) -> tuple[str, ...]:
-    """Where and why a phase failed, as kselftest prints it before ``not ok``."""
+    """A case's own diagnostic lines (``ktap.DIAGNOSTIC`` user properties: a fail_nth
+    sweep's summary), then where and why a phase failed, as kselftest prints it before
+    ``not ok``."""
+    own = tuple(str(value) for key, value in report.user_properties
+                if key == ktap.DIAGNOSTIC)
     if not report.failed:
-        return ()
+        return own
     crash = _crash(report)
     if crash is not None:
         path = Path(str(crash.path))
@@ -104,7 +108,7 @@ def diagnostics_of(report: pytest.TestReport, name: str, rootdir: Path) -> tuple
         lines = report.longreprtext.strip().splitlines()[-MAX_DIAGNOSTIC_LINES:]
     phase = "test" if report.when == "call" else report.when
     lines.append(f"{name}: {phase} failed")
-    return tuple(lines)
+    return own + tuple(lines)
 
 
 @dataclass(eq=False)  # pluggy keeps plugins in sets: identity hashing

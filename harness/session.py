@@ -93,10 +93,12 @@ class IommufdSession:
             name = kselftest.name_of(item)
             if name is not None:
                 names[item.nodeid] = f"{name}@{spec}" if multi and spec else name
-            if name is not None or item.get_closest_marker(marks.REQUIRES) is not None:
+            fixturenames: list[str] = getattr(item, "fixturenames", [])
+            if (name is not None or item.get_closest_marker(marks.REQUIRES) is not None
+                    or "backend" in fixturenames):
                 # The capability and known-issue checks come before any other fixture,
-                # so a case skipped for a missing feature never opens what it lacks.
-                fixturenames: list[str] = getattr(item, "fixturenames", [])
+                # so a case skipped for a missing feature never opens what it lacks; and
+                # any case on a backend fails on a kernel WARN it caused.
                 if fixtures.CASE_CHECKS not in fixturenames:
                     fixturenames.insert(0, fixtures.CASE_CHECKS)
 

@@ -42,4 +42,4 @@ def test_compare_with_a_bad_spec_is_a_usage_error(pytester: pytest.Pytester) -> 
     pytester.makepyfile("def test_x(backend): pass")
     result = pytester.runpytest("-p", "no:hypothesispytest", "--iommufd-compare", "bogus")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--compare: unknown backend 'bogus'*"])
+    result.stderr.fnmatch_lines(["*--iommufd-compare: unknown backend 'bogus'*"])
