@@ -96,7 +96,8 @@ def test_guest_run_reports_as_an_in_process_run(suite: pytest.Pytester) -> None:
     ktap = suite.path / "guest.ktap"
     result = suite.runpytest_subprocess(*QEMU, "--iommufd-ktap", str(ktap), "-rA")
     result.assert_outcomes(passed=4, failed=1, xfailed=2)
-    result.stdout.fnmatch_lines(["*FAILED test_grp.py::test_fails_on_second[[]grp.second.fails_on_second[]]*"])
+    result.stdout.fnmatch_lines(
+        ["*FAILED test_grp.py::test_fails_on_second[[]grp.second.fails_on_second[]]*"])
     assert _ktap_results(ktap) == {
         "grp.first.where": "ok", "grp.second.where": "ok",
         "grp.first.fails_on_second": "ok", "grp.second.fails_on_second": "not ok",

@@ -32,7 +32,8 @@ from harness.helpers.hwpt import (
     selftest_hwpt_data,
 )
 from harness.helpers.nesting import fault_alloc, trigger_iopf
-from tests.iommufd.test_iommufd_ioas import VARIANTS, IoasFixture, IoasVariant, ioas_fixture
+
+from .test_iommufd_ioas import VARIANTS, IoasFixture, IoasVariant, ioas_fixture
 
 __all__ = ["ioas_fixture"]  # the fixture is shared with test_iommufd_ioas.py
 
