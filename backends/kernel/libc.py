@@ -75,6 +75,13 @@ def argument_buffer(arg: Any) -> Any:
     return ffi.buffer(arg)
 
 
+def reads_past(arg: Any, length: int) -> bool:
+    """True when the ``size`` the argument declares first (every iommufd and VFIO
+    argument starts with its u32 size) is larger than its ``length`` bytes: then the
+    kernel's copy_struct_from_user reads past the caller's buffer."""
+    return length < 4 or int(ffi.cast("uint32_t *", arg)[0]) > length
+
+
 def ioctl(fd: int, request: int, arg: Any = None) -> int:
     """ioctl(2); ``arg`` is None, an int, or any cffi cdata (from any FFI instance)."""
     return raw_ioctl(fd, request, ioctl_arg(arg))
