@@ -1,6 +1,6 @@
 """How fast Ctrl-C and SIGTERM end a guest run (target: within 2 s, no QEMU left).
 
-Starts ``iommufd-harness run --backend qemu:ARCH -v`` in its own process group, waits
+Starts ``iommufd-harness run --backend qemu:ARCH -vv`` in its own process group, waits
 for ten passed cases, sends the signal to the whole group (what a terminal's Ctrl-C
 does) and prints the time until the run has exited, its exit status, and the QEMU
 processes left. Run on an idle machine: ``python3 benchmarks/bench_interrupt.py``.
@@ -25,7 +25,8 @@ def _qemus() -> set[int]:
 def interrupt(spec: str, signum: int, after: int = 10) -> tuple[float, int, int]:
     """``(seconds from the signal to the exit, exit status, QEMUs left)``."""
     before = _qemus()
-    run = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backend", spec, "-v"],
+    # -vv: the command's own -q and one -v cancel out; PASSED lines need one more.
+    run = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backend", spec, "-vv"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            start_new_session=True)
     assert run.stdout is not None

@@ -200,8 +200,9 @@ def test_ctrl_c_ends_a_real_guest_run_with_its_finished_cases(tmp_path, monkeypa
     before = _all_qemu()
     ktap = tmp_path / "run.ktap"
     run = subprocess.Popen(
+        # -vv: the command's own -q and one -v cancel out; PASSED lines need one more.
         [sys.executable, "-m", "harness.cli", "run", "--backend", "qemu:x86_64",
-         "--ktap", str(ktap), "-v"],
+         "--ktap", str(ktap), "-vv"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     assert run.stdout is not None
     seen = []
