@@ -28,8 +28,8 @@ from harness.helpers import (
     mock_domain_replace,
 )
 from harness.helpers.hwpt import UserStructs, selftest_hwpt_data
-from harness.helpers.nesting import fault_alloc, trigger_iopf, viommu_alloc
 from harness.helpers.pasid import pasid_attach, pasid_check_hwpt, pasid_detach, pasid_replace
+from harness.helpers.viommu import fault_alloc, trigger_iopf, viommu_alloc
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from harness.helpers.hwpt import (
     invalidate_requests,
     selftest_hwpt_data,
 )
-from harness.helpers.nesting import fault_alloc, trigger_iopf
+from harness.helpers.viommu import fault_alloc, trigger_iopf
 
 from .test_iommufd_ioas import VARIANTS, IoasFixture, IoasVariant, ioas_fixture
 
