@@ -15,6 +15,7 @@ the agent rebuilds the initramfs, and only it.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -88,6 +89,22 @@ def _host_module_files(name: str) -> list[tuple[Path, str]]:
     return files
 
 
+def _dist_info_files(names: tuple[str, ...]) -> list[tuple[Path, str]]:
+    """The ``*.dist-info`` directories of the distributions that provide ``names``:
+    pluggy (1.6 and later) and pytest read their own versions from that metadata."""
+    providers = importlib.metadata.packages_distributions()
+    found: dict[str, Path] = {}
+    for name in names:
+        for dist_name in providers.get(name, []):
+            path = getattr(importlib.metadata.distribution(dist_name), "_path", None)
+            if path is not None and Path(path).is_dir():
+                found[str(path)] = Path(path)
+    files: list[tuple[Path, str]] = []
+    for path in sorted(found.values()):
+        files += _package_files(path, path.parent)
+    return files
+
+
 def runtime_files(checkout: Path = CHECKOUT) -> Iterator[tuple[Path, str]]:
     """``(host file, path under GUEST_SITE)`` for everything the guest's runtime holds."""
     for package in PACKAGES:
@@ -96,6 +113,7 @@ def runtime_files(checkout: Path = CHECKOUT) -> Iterator[tuple[Path, str]]:
             yield from _package_files(top, checkout)
     for name in HOST_MODULES:
         yield from _host_module_files(name)
+    yield from _dist_info_files(HOST_MODULES)
 
 
 def source_digest(checkout: Path = CHECKOUT) -> str:
