@@ -24,9 +24,9 @@ from _pytest.runner import CallInfo, runtestprotocol
 from backends.contract import Backend, BackendError, Features
 from backends.kernel import faultinject
 from harness import fail_nth as engine
-from harness import kselftest, ktap, options
+from harness import kselftest, ktap, marks, options
 
-MARKER = "iommufd_fail_nth"
+MARKER = marks.FAIL_NTH
 SWEEP_ENV = "IOMMUFD_FAIL_NTH"
 
 _STATE = pytest.StashKey["ItemSweep"]()
@@ -36,9 +36,7 @@ _REPORTS = pytest.StashKey[list[tuple[str, engine.SweepReport]]]()
 
 
 def register(config: pytest.Config) -> None:
-    """Declare the marker and hook the engine into the run."""
-    config.addinivalue_line(
-        "markers", f"{MARKER}: sweep this case with fail_nth fault injection")
+    """Hook the engine into the run (harness.session declares the marker)."""
     config.stash[_REPORTS] = []
     if options.value(config, options.FAIL_NTH_HOST):
         # The kernel backend reads the opt-in where it arms (backends.kernel.faultinject).
@@ -145,7 +143,7 @@ class _Hooks:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             if _swept(item):
-                item.add_marker(pytest.mark.iommufd_requires(
+                item.add_marker(marks.requires(
                     Features.FAIL_NTH, reason="the case is swept with fail_nth"))
 
     @pytest.hookimpl(tryfirst=True)

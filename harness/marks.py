@@ -4,8 +4,9 @@
 (declare it with :func:`harness.kselftest.fixture`).
 ``iommufd_requires(*features, reason='')``: backend features a test needs; where the
 backend lacks one the test is skipped with the reason (:func:`requires`).
+``iommufd_fail_nth``: sweep the case with fail_nth fault injection (:data:`fail_nth`).
 
-Both marks are built here directly rather than through ``pytest.mark.<name>``: a
+The marks are built here directly rather than through ``pytest.mark.<name>``: a
 scenario module is imported (and its marks made) before the plugin has woken up and
 registered the marker names, and pytest would warn about an unknown mark there.
 """
@@ -18,12 +19,14 @@ import pytest
 
 KSELFTEST = "iommufd_kselftest"
 REQUIRES = "iommufd_requires"
+FAIL_NTH = "iommufd_fail_nth"
 
 #: ``markers`` ini lines, registered once a session runs iommufd scenarios
 DESCRIPTIONS = (
     f"{KSELFTEST}(fixture, variants): a ported case of the kernel fixture group",
     f"{REQUIRES}(*features, reason=''): backend features the test needs; skipped where "
     "the backend lacks one",
+    f"{FAIL_NTH}: sweep this case with fail_nth fault injection",
 )
 
 
@@ -36,3 +39,7 @@ def build(name: str, *args: Any, **kwargs: Any) -> pytest.MarkDecorator:
 def requires(*features: str, reason: str = "") -> pytest.MarkDecorator:
     """Mark a test (module, class) as needing backend ``features`` (see ``Features``)."""
     return build(REQUIRES, *features, reason=reason)
+
+
+#: Sweep the marked test (module, class) with fail_nth fault injection (harness.fail_nth).
+fail_nth = build(FAIL_NTH)

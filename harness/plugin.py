@@ -41,14 +41,15 @@ class Gate:
         #: the plugin up after collection (then it is too late to ask for it)
         self.collected: list[str] = []
 
-    def activate(self, explicit: bool) -> None:
-        """Import and register the plugin proper (:func:`harness.session.activate`)."""
+    def activate(self, explicit: bool, session: pytest.Session | None = None) -> None:
+        """Import and register the plugin proper (:func:`harness.session.activate`);
+        ``session``: woken while it collects (its fixtures so far are the project's)."""
         if self.active:
             return
         self.active = True
-        from harness import session  # the heavy part: backends, cffi, reports
+        from harness import session as plugin_session  # the heavy part: backends, cffi, reports
 
-        session.activate(self.config, explicit)
+        plugin_session.activate(self.config, explicit, session)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -98,4 +99,4 @@ def _is_scenario(collector: pytest.Collector, name: str, obj: object) -> bool:
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
     gate = collector.config.stash.get(GATE, None)
     if gate is not None and not gate.active and _is_scenario(collector, name, obj):
-        gate.activate(explicit=False)
+        gate.activate(explicit=False, session=collector.session)

@@ -8,6 +8,7 @@ report writers imported and the markers, fixtures and hooks below registered.
 from __future__ import annotations
 
 from collections.abc import Generator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from harness import (
     lineup_report,
     marks,
     options,
+    plugin,
     report_files,
 )
 from harness.results import ResultCollector
@@ -130,12 +132,14 @@ def _param(item: pytest.Item, name: str) -> str | None:
     return str(value) if value else None
 
 
-def activate(config: pytest.Config, explicit: bool) -> None:
+def activate(config: pytest.Config, explicit: bool,
+             session: pytest.Session | None = None) -> None:
     """Turn the session into an iommufd session.
 
     ``explicit``: woken by an option before the run (usage errors are raised at once);
     otherwise woken while collecting or by a worker's report, and a usage error is
-    raised when collection ends.
+    raised when collection ends. ``session``: the session woken while collecting, whose
+    project fixtures take precedence over the plugin's (see :func:`_fixtures_plugin`).
     """
     problem: str | None = None
     try:
@@ -151,7 +155,7 @@ def activate(config: pytest.Config, explicit: bool) -> None:
     collector = ResultCollector(config)
     manager = config.pluginmanager
     manager.register(IommufdSession(config, explicit, problem), "iommufd-session")
-    manager.register(fixtures, "iommufd-fixtures")
+    manager.register(_fixtures_plugin(session), "iommufd-fixtures")
     manager.register(collector, RESULTS)
     manager.register(report_files.ReportWriter(config, collector), "iommufd-reports")
     manager.register(junit_names.JunitNames(config), JUNIT)
@@ -161,6 +165,27 @@ def activate(config: pytest.Config, explicit: bool) -> None:
     # Last: its runtest_protocol must come before fail_nth's (a swept case in a guest
     # is swept there, by the guest's own session).
     _register_guest_runner(config)
+
+
+def _fixtures_plugin(session: pytest.Session | None) -> ModuleType:
+    """harness.fixtures, less the fixtures the project already defines at the top.
+
+    A project's own fixture (a root conftest's ``backend``, say) must override the
+    plugin's. Woken before collection, the plugin registers first and pytest ranks the
+    project's later registration higher. Woken mid-collection, the root conftest is
+    already in, and since pytest 9.2 the fixture registered later at the same node wins:
+    so the plugin leaves out the names the session already resolves.
+    """
+    if session is None:
+        return fixtures
+    manager = session._fixturemanager
+    shadowed = {name for name in plugin.PLUGIN_FIXTURES
+                if manager.getfixturedefs(name, session)}
+    if not shadowed:
+        return fixtures
+    holder = ModuleType(fixtures.__name__)
+    holder.__dict__.update((k, v) for k, v in vars(fixtures).items() if k not in shadowed)
+    return holder
 
 
 QEMU_RUN_MODES = ("guest", "agent")

@@ -18,10 +18,10 @@ from harness import fail_nth, fail_nth_lineup
 # chain that pins pages into a mock domain in batches of 4 (the 32-byte memory limit).
 SCENARIO = """
 import pytest
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import Ioas, Iommufd, mock_domain, set_temp_memory_limit
 
-pytestmark = [kselftest.fixture("sweep"), pytest.mark.iommufd_fail_nth]
+pytestmark = [kselftest.fixture("sweep"), marks.fail_nth]
 
 LENGTH = 64 * 1024
 

@@ -108,3 +108,38 @@ def test_the_gate_knows_every_public_fixture(pytester: pytest.Pytester) -> None:
     end = next((i for i, line in enumerate(section) if line.startswith("---")), len(section))
     public = {line.split()[0] for line in section[:end] if " -- " in line}
     assert public == PLUGIN_FIXTURES
+
+
+OWN_BACKEND_CONFTEST = """
+import pytest
+from backends.mock import MockBackend
+
+class Own(MockBackend):
+    pass
+
+@pytest.fixture(scope="session")
+def backend():
+    return Own()
+"""
+
+OWN_BACKEND_SCENARIO = """
+from harness import kselftest
+
+pytestmark = kselftest.fixture("own")
+
+def test_uses_the_projects_backend(backend, iommufd):
+    assert type(backend).__name__ == "Own"
+    assert iommufd.backend is backend
+"""
+
+
+@pytest.mark.parametrize("woken", ["while collecting", "by an option"])
+def test_a_root_conftest_fixture_overrides_the_plugins(pytester: pytest.Pytester,
+                                                       woken: str) -> None:
+    # Since pytest 9.2 the fixture registered later at the same node wins, and the
+    # plugin, woken mid-collection, registers after the root conftest: it must leave
+    # the project's names alone (the plugin's other fixtures then use the project's).
+    pytester.makeconftest(OWN_BACKEND_CONFTEST)
+    pytester.makepyfile(test_own=OWN_BACKEND_SCENARIO)
+    args = ["-p", "no:hypothesispytest"] + (["--iommufd"] if woken == "by an option" else [])
+    pytester.runpytest(*args).assert_outcomes(passed=1)

@@ -16,7 +16,7 @@ import pytest
 
 import uapi_headers as u
 from backends import Backend, Features
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import (
     Ioas,
     Iommufd,
@@ -120,8 +120,8 @@ def change_process_fixture(capabilities: DroppedCapabilities, iommufd: Iommufd,
     yield ChangeProcessFixture(iommufd, ioas, kglobals, variant)
 
 
-@pytest.mark.iommufd_requires(Features.SELFTEST, Features.FORK,
-                              reason="needs a second process's mm")
+@marks.requires(Features.SELFTEST, Features.FORK,
+                reason="needs a second process's mm")
 def test_basic(self: ChangeProcessFixture) -> None:
     backend, page = self.fd.backend, self.g.page_size
     parent = backend.getpid()

@@ -9,10 +9,8 @@ from __future__ import annotations
 from errno import E2BIG, EFAULT, EINVAL, ENODEV, ENOENT, ENOTTY
 from typing import Any
 
-import pytest
-
 import uapi_headers as u
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import Iommufd, SelftestGlobals, expect_errno, new_cmd
 
 pytestmark = kselftest.fixture("iommufd")
@@ -104,8 +102,8 @@ def test_cmd_ex_fail(iommufd: Iommufd) -> None:
         iommufd.ioctl(u.IOMMU_DESTROY, raw)
 
 
-@pytest.mark.iommufd_requires("cap_sys_resource",
-                              reason="setting RLIMIT_MODE needs CAP_SYS_RESOURCE")
+@marks.requires("cap_sys_resource",
+                reason="setting RLIMIT_MODE needs CAP_SYS_RESOURCE")
 def test_global_options(iommufd: Iommufd) -> None:
     cmd = new_cmd("iommu_option", {"option_id": u.IOMMU_OPTION_RLIMIT_MODE,
                                    "op": u.IOMMU_OPTION_OP_GET, "val64": 1})

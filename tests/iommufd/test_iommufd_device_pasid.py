@@ -18,7 +18,7 @@ import pytest
 
 import uapi_headers as u
 from backends import Features
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import (
     Ioas,
     Iommufd,
@@ -46,7 +46,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_device_pasid", VARIANTS),
-    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
+    marks.requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
 ]
 
 

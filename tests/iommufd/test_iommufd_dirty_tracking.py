@@ -20,7 +20,7 @@ import pytest
 
 import uapi_headers as u
 from backends.contract import Backend, Features
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import (
     Ioas,
     Iommufd,
@@ -68,7 +68,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_dirty_tracking", VARIANTS),
-    pytest.mark.iommufd_requires(Features.SELFTEST, reason="dirty tracking is the mock driver's"),
+    marks.requires(Features.SELFTEST, reason="dirty tracking is the mock driver's"),
 ]
 
 

@@ -24,15 +24,15 @@ import pytest
 
 import uapi_headers as u
 from backends.contract import Backend, Features
-from harness import kselftest
+from harness import kselftest, marks
 from harness.fail_nth import Invariant
-from harness.fail_nth_plugin import MARKER, Arm
+from harness.fail_nth_plugin import Arm
 from harness.helpers import MAP_RW, Iommufd, check_refs, memfd_mmap, new_cmd, test_cmd
 
 pytestmark = [
     kselftest.fixture("basic_fail_nth"),
-    getattr(pytest.mark, MARKER),
-    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the scenarios drive IOMMU_TEST_CMD"),
+    marks.fail_nth,
+    marks.requires(Features.SELFTEST, reason="the scenarios drive IOMMU_TEST_CMD"),
 ]
 
 #: the C binary's BUFFER_SIZE (its constructor: a 2 MiB shared anonymous buffer)

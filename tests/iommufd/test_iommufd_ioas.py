@@ -30,7 +30,7 @@ import pytest
 
 import uapi_headers as u
 from backends import Backend, Features
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import (
     Ioas,
     Iommufd,
@@ -80,7 +80,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_ioas", VARIANTS),
-    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
+    marks.requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
 ]
 
 
@@ -377,7 +377,7 @@ def test_iova_ranges(self: IoasFixture) -> None:
     assert read(2)[1] == (0, 0)
 
 
-@pytest.mark.iommufd_requires(Features.HUGEPAGES, reason="the buffer is MAP_HUGETLB memory")
+@marks.requires(Features.HUGEPAGES, reason="the buffer is MAP_HUGETLB memory")
 def test_access_domain_destory(self: IoasFixture) -> None:
     page = self.page_size
     buf_size = 2 * self.g.hugepage_size
@@ -465,7 +465,7 @@ def _map_in_child(self: IoasFixture, child: Backend) -> None:
                                            MOCK_APERTURE_START)
 
 
-@pytest.mark.iommufd_requires(Features.SELFTEST, Features.FORK, Features.MM_EXIT,
+@marks.requires(Features.SELFTEST, Features.FORK, Features.MM_EXIT,
                       reason="needs a second process's mm, which then exits")
 def test_fork_gone(self: IoasFixture) -> None:
     access = create_access(self.fd, self.ioas_id)
@@ -489,7 +489,7 @@ def test_fork_gone(self: IoasFixture) -> None:
     access.close()
 
 
-@pytest.mark.iommufd_requires(Features.SELFTEST, Features.FORK,
+@marks.requires(Features.SELFTEST, Features.FORK,
                       reason="needs a second process's mm")
 def test_fork_present(self: IoasFixture) -> None:
     access = create_access(self.fd, self.ioas_id)
@@ -597,8 +597,8 @@ def test_copy_sweep(self: IoasFixture) -> None:
     dst.destroy()
 
 
-@pytest.mark.iommufd_requires(Features.SELFTEST, Features.DMABUF,
-                              reason="needs the selftest's dma-buf exporter")
+@marks.requires(Features.SELFTEST, Features.DMABUF,
+                reason="needs the selftest's dma-buf exporter")
 def test_dmabuf_simple(self: IoasFixture) -> None:
     buf_size = 4 * self.page_size
     dfd = dmabuf_get(self.fd, buf_size)
@@ -612,8 +612,8 @@ def test_dmabuf_simple(self: IoasFixture) -> None:
     self.backend.close(dfd)
 
 
-@pytest.mark.iommufd_requires(Features.SELFTEST, Features.DMABUF,
-                              reason="needs the selftest's dma-buf exporter")
+@marks.requires(Features.SELFTEST, Features.DMABUF,
+                reason="needs the selftest's dma-buf exporter")
 def test_dmabuf_revoke(self: IoasFixture) -> None:
     buf_size = 4 * self.page_size
     dfd = dmabuf_get(self.fd, buf_size)

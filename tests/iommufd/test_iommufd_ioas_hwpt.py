@@ -15,7 +15,7 @@ import pytest
 
 import uapi_headers as u
 from backends import Features
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import (
     expect_errno,
     hwpt_alloc,
@@ -39,7 +39,7 @@ __all__ = ["ioas_fixture"]  # the fixture is shared with test_iommufd_ioas.py
 
 pytestmark = [
     kselftest.fixture("iommufd_ioas", VARIANTS),
-    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
+    marks.requires(Features.SELFTEST, reason="the fixture uses IOMMU_TEST_CMD"),
 ]
 
 UINT32_MAX = (1 << 32) - 1

@@ -16,7 +16,7 @@ import pytest
 
 import uapi_headers as u
 from backends.contract import MAP_PRIVATE, PROT_READ, PROT_WRITE, Backend, Features
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import (
     Ioas,
     Iommufd,
@@ -55,8 +55,8 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_mock_domain", VARIANTS),
-    pytest.mark.iommufd_requires(Features.SELFTEST,
-                                 reason="mock domains are IOMMU_TEST_CMD devices"),
+    marks.requires(Features.SELFTEST,
+                   reason="mock domains are IOMMU_TEST_CMD devices"),
 ]
 
 

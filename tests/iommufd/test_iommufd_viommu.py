@@ -18,7 +18,7 @@ import pytest
 
 import uapi_headers as u
 from backends.contract import Features
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import (
     EntryNum,
     Ioas,
@@ -70,7 +70,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("iommufd_viommu", VARIANTS),
-    pytest.mark.iommufd_requires(Features.SELFTEST,
+    marks.requires(Features.SELFTEST,
                          reason="the vIOMMU is the selftest mock driver's"),
 ]
 

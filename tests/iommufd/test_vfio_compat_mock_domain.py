@@ -16,7 +16,7 @@ import pytest
 
 import uapi_headers as u
 from backends.contract import Features
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import (
     Ioas,
     Iommufd,
@@ -48,7 +48,7 @@ VARIANTS = {
 
 pytestmark = [
     kselftest.fixture("vfio_compat_mock_domain", VARIANTS),
-    pytest.mark.iommufd_requires(Features.SELFTEST, reason="the VFIO group is a mock device"),
+    marks.requires(Features.SELFTEST, reason="the VFIO group is a mock device"),
 ]
 
 
@@ -186,7 +186,7 @@ def test_map(self: VfioCompatFixture, kglobals: SelftestGlobals) -> None:
         container.unmap_dma(iova, page_size)
 
 
-@pytest.mark.iommufd_requires(Features.HUGEPAGES, reason="the container maps MAP_HUGETLB memory")
+@marks.requires(Features.HUGEPAGES, reason="the container maps MAP_HUGETLB memory")
 def test_huge_map(self: VfioCompatFixture, variant: VfioCompatVariant,
                   kglobals: SelftestGlobals) -> None:
     backend = self.fd.backend

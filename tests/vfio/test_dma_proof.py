@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from backends import Backend
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import Iommufd
 from harness.helpers.kmsg import KernelLog
 from harness.helpers.vfio import VfioDevice
@@ -19,7 +19,7 @@ from harness.vfio_claim import ClaimedDevice
 from tests.vfio.dma import DmaRig, prove_blocked, prove_translation
 
 pytestmark = [kselftest.fixture("dma_proof", {"edu": "edu"}),
-              pytest.mark.iommufd_requires("vfio_cdev")]
+              marks.requires("vfio_cdev")]
 
 
 @pytest.fixture

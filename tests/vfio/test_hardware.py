@@ -17,14 +17,14 @@ import pytest
 
 import uapi_headers as u
 from backends import Backend, Features
-from harness import hwinfo
+from harness import hwinfo, marks
 from harness.helpers import Ioas, Iommufd, expect_errno, new_cmd
 from harness.helpers.kmsg import KernelLog
 from harness.helpers.selftest import hwpt_alloc
 from harness.helpers.vfio import HwInfo, VfioDevice, get_hw_info
 from harness.vfio_claim import ClaimedDevice
 
-pytestmark = pytest.mark.iommufd_requires("vfio_cdev")
+pytestmark = marks.requires("vfio_cdev")
 
 PAGE_COUNT = 16
 

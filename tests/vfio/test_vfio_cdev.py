@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from errno import EINVAL, ENOENT
 
-import pytest
-
 import uapi_headers as u
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import Iommufd, expect_errno
 from harness.helpers.vfio import VfioDevice, vfio_cmd
 
-pytestmark = [kselftest.fixture("vfio_cdev"), pytest.mark.iommufd_requires("vfio_cdev")]
+pytestmark = [kselftest.fixture("vfio_cdev"), marks.requires("vfio_cdev")]
 
 UINT32_MAX = 0xFFFFFFFF
 

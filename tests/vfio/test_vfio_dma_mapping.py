@@ -20,7 +20,7 @@ from errno import EOVERFLOW
 import pytest
 
 from backends import Backend
-from harness import kselftest
+from harness import kselftest, marks
 from harness.helpers import Ioas, Iommufd, expect_errno
 from harness.helpers.vfio import VfioDevice
 from harness.vfio_claim import ClaimedDevice
@@ -117,7 +117,7 @@ def _intel_mapping(backend: Backend, bdf: str, iova: int) -> list[int] | None:
 
 class TestMapping:
     pytestmark = [kselftest.fixture("vfio_dma_mapping_test", MAPPING_VARIANTS),
-                  pytest.mark.iommufd_requires("vfio_cdev")]
+                  marks.requires("vfio_cdev")]
 
     def test_dma_map_unmap(self, backend: Backend, vfio_iommu: VfioIommu,
                            variant: MappingVariant) -> None:
@@ -161,7 +161,7 @@ def limit_region(backend: Backend, vfio_iommu: VfioIommu) -> Iterator[tuple[int,
 
 class TestMapLimit:
     pytestmark = [kselftest.fixture("vfio_dma_map_limit_test", {"iommufd": None}),
-                  pytest.mark.iommufd_requires("vfio_cdev")]
+                  marks.requires("vfio_cdev")]
 
     def test_unmap_range(self, backend: Backend, vfio_iommu: VfioIommu,
                          limit_region: tuple[int, int]) -> None:
