@@ -35,10 +35,30 @@ if TYPE_CHECKING:
     from backends.mock.kernel import Kernel
     from backends.mock.uaccess import UserAccess
 
-MOCK_VA_BITS = 11 + 9 * 3
-"""VA size of the mock table: 2 KiB granule, starting level 2 (PT_GRANULE_LG2SZ 11)."""
-MOCK_PGSIZE_BITMAP = ((1 << MOCK_VA_BITS) - 1) & ~(u.MOCK_PAGE_SIZE - 1)
-"""Every power of two from 2 KiB to the top level's largest leaf."""
+_PT_GRANULE_LG2SZ = 11
+"""The AMDv1 format built for the selftest has 2 KiB leaves at level 0."""
+_PT_ITEMS_LG2 = 9
+"""A 4 KiB table of 8-byte entries indexes 9 VA bits a level."""
+_MOCK_STARTING_LEVEL = 2
+MOCK_VA_BITS = _PT_GRANULE_LG2SZ + _PT_ITEMS_LG2 * (_MOCK_STARTING_LEVEL + 1)
+"""VA size of the mock table: three levels below the fixed top (amdv1pt_iommu_fmt_init)."""
+
+
+def _amdv1_mock_pgsize_bitmap() -> int:
+    """The generic-PT get_info() of the mock table: each level offers every power of
+    two from its item size to its span (amdv1pt_possible_sizes: at most 2^51, never
+    512 GiB); sizes of 2^(VA bits - 1) and up are hidden, since a leaf may not cover
+    the whole table (generic_pt/iommu_pt.h:1142)."""
+    bitmap = 0
+    for level in range(_MOCK_STARTING_LEVEL + 1):
+        item_lg2 = _PT_GRANULE_LG2SZ + _PT_ITEMS_LG2 * level
+        top_lg2 = min(51, item_lg2 + _PT_ITEMS_LG2 - 1)
+        bitmap |= ((1 << (top_lg2 + 1)) - 1) & ~((1 << item_lg2) - 1) & ~(1 << 39)
+    return bitmap & ((1 << (MOCK_VA_BITS - 1)) - 1)
+
+
+MOCK_PGSIZE_BITMAP = _amdv1_mock_pgsize_bitmap()
+"""Every power of two from 2 KiB up to 2^36 (bits 11..36)."""
 MOCK_HUGE_PGSIZE_BITMAP = u.MOCK_HUGE_PAGE_SIZE | PAGE_SIZE
 
 IOMMU_CAP_CACHE_COHERENCY = "cache_coherency"

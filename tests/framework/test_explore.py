@@ -87,3 +87,34 @@ def test_only_limits_the_operations():
     assert ioctls == {"IOMMU_IOAS_ALLOC"}
     with pytest.raises(ValueError, match="no operation"):
         explore(pair, 5, only={"nope"})
+
+
+class _Draws:
+    """Stands in for hypothesis' data object: hands out the given values in order."""
+
+    def __init__(self, *values: object) -> None:
+        self.values = list(values)
+
+    def draw(self, strategy: object, label: str | None = None) -> object:
+        return self.values.pop(0)
+
+
+def test_fail_nth_op_runs_while_the_world_pins_the_page():
+    # MD_CHECK_REFS after the injected run is EIO on both sides when the world's own
+    # domain maps the buffer's first page: an outcome to compare, not an abort.
+    import uapi_headers as u
+    from harness.explore.ops import new_cmd, open_world
+    from harness.helpers.selftest import run_test_cmd
+
+    pair = CompareBackend(MockBackend(), MockBackend())
+    buffer = pair.alloc(4 * pair.page_size)
+    world = open_world(pair, buffer, 4, pair.memfd(4 * pair.page_size))
+    ioas = world.fd.ioas_alloc()
+    run_test_cmd(world.fd, u.IOMMU_TEST_OP_MOCK_DOMAIN, ioas)
+    world.fd.ioctl(u.IOMMU_IOAS_MAP, new_cmd("iommu_ioas_map", {
+        "ioas_id": ioas, "user_va": buffer, "length": pair.page_size,
+        "flags": u.IOMMU_IOAS_MAP_READABLE | u.IOMMU_IOAS_MAP_WRITEABLE}))
+    fail_nth = next(o for o in available(pair) if o.name == "fail_nth")
+    fail_nth.run(world, _Draws(1))
+    assert pair.reported == []
+    world.close()
