@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from backends.qemu.errors import GuestCrashed
 from backends.qemu.guest import Guest
 from backends.qemu.launcher import ImageLauncher, Launcher
 from backends.qemu.protocol import OK, reply_error
+from backends.qemu.snapshot import PRELOAD, SnapshotError, SnapshotStore, qmp_args
 from backends.qemu.splats import Splat
 
 #: env overrides of the per-call watchdog and the boot timeout (seconds)
@@ -36,7 +38,14 @@ BOOT_TIMEOUT_ENV = "IOMMUFD_QEMU_BOOT_TIMEOUT"
 #: the kernel's C selftests inside the guest image
 SELFTESTS = ("/selftests/iommufd", "/selftests/iommufd_fail_nth", "/selftests/vfio")
 
+#: a saved state restores in about a second; one that has not answered by then won't
+RESTORE_TIMEOUT = 30.0
+
 _T = TypeVar("_T")
+
+
+def _progress(message: str) -> None:
+    print(f"[qemu] {message}", file=sys.stderr, flush=True)
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -87,14 +96,57 @@ class QemuBackend(RemoteBackend):
         self.boots += 1
         log_dir = self._launcher.log_dir()
         socket_path = self._socket_dir / f"agent-{self.boots}.sock"
-        guest = Guest(self._launcher.argv(socket_path), socket_path,
-                      log_dir / f"console-{self.arch}-{self.boots}.log",
-                      call_timeout=self.call_timeout, boot_timeout=self.boot_timeout)
-        self._info = guest.boot()
+        qmp_path = self._socket_dir / f"qmp-{self.boots}.sock"
+        console_log = log_dir / f"console-{self.arch}-{self.boots}.log"
+        argv = self._launcher.argv(socket_path)
+        # Only the image launcher has warm starts (a test's stand-in for QEMU has no QMP).
+        stores = getattr(self._launcher, "snapshot_store", None)
+        store: SnapshotStore | None = stores(argv, [socket_path]) if stores else None
+        guest = self._restore(store, argv, socket_path, console_log) if store else None
+        if guest is None:
+            extra = qmp_args(qmp_path) if store is not None else []
+            guest = Guest(argv + extra, socket_path, console_log,
+                          call_timeout=self.call_timeout, boot_timeout=self.boot_timeout)
+            self._info = guest.boot()
+            if store is not None:
+                self._save(guest, store, qmp_path)
         self._guest = guest
         self.features = frozenset(self._info.get("features", ()))
         self.page_size = int(self._info.get("page_size", self.page_size))
         self.hugepage_size = int(self._info.get("hugepage_size", self.hugepage_size))
+
+    def _restore(self, store: SnapshotStore, argv: list[str], socket_path: Path,
+                 console_log: Path) -> Guest | None:
+        """The guest restored from ``store``'s saved state, or None (none saved, or it
+        did not restore: then it is deleted and the caller boots afresh)."""
+        if not store.exists():
+            return None
+        guest = Guest(argv + store.restore_args(), socket_path, console_log,
+                      call_timeout=self.call_timeout,
+                      boot_timeout=min(self.boot_timeout, RESTORE_TIMEOUT))
+        try:
+            self._info = guest.boot()
+        except BackendError as exc:
+            first = str(exc).splitlines()[0]
+            _progress(f"saved guest state {store.path} did not restore ({first}); "
+                      "deleted, booting afresh")
+            store.discard()
+            return None
+        self._info["restored"] = str(store.path)
+        return guest
+
+    def _save(self, guest: Guest, store: SnapshotStore, qmp_path: Path) -> None:
+        """Preload the guest's session modules and save the guest for warm starts.
+        A failure costs only the warm start: the run goes on with this guest."""
+        try:
+            status, payload = guest.call("preload", (list(PRELOAD),), self.boot_timeout)
+            if status != OK:
+                raise SnapshotError(f"preload: {payload}")
+            seconds = store.save(qmp_path)
+        except (SnapshotError, OSError) as exc:
+            _progress(f"guest state not saved for warm starts: {exc}")
+            return
+        _progress(f"guest state saved for warm starts in {seconds:.1f} s: {store.path}")
 
     def shutdown(self) -> None:
         """Power the guest off (killing QEMU if it does not go) and clean up. Idempotent."""

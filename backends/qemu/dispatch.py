@@ -16,6 +16,7 @@ import platform
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,7 @@ class Dispatcher(dispatch.Dispatcher):
             "stats": self._stats,
             "job": self._job,
             "put": self._put,
+            "preload": self._preload,
         })
         #: the channel end of the current request, set by the agent's loop for ``job``
         self.job_io: JobIO | None = None
@@ -70,6 +72,13 @@ class Dispatcher(dispatch.Dispatcher):
             info["page_size"] = backend.page_size
             info["hugepage_size"] = backend.hugepage_size
         return OK, info
+
+    def _preload(self, args: tuple[Any, ...]) -> Reply:
+        (modules,) = args
+        started = time.monotonic()
+        for name in modules:
+            importlib.import_module(name)  # an ImportError becomes the error reply
+        return OK, time.monotonic() - started
 
     def _run(self, args: tuple[Any, ...]) -> Reply:
         argv, timeout = args

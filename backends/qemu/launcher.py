@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from backends.qemu import snapshot
 from backends.qemu.protocol import PORT_NAME
 
 #: where run logs go when the caller names no directory
@@ -97,6 +98,16 @@ class ImageLauncher:
             image.kernel, image.initramfs, append=guest_cmdline(),
             extra=agent_port_args(socket_path), memory=self._memory, smp=self._smp)
         return argv
+
+    def snapshot_store(self, argv: Sequence[str],
+                       sockets: Sequence[Path]) -> snapshot.SnapshotStore | None:
+        """Where the warm-start state of a guest booted by ``argv`` lives (None when
+        $IOMMUFD_QEMU_SNAPSHOT=0); ``sockets``: the paths in ``argv`` that change per boot."""
+        if not snapshot.enabled():
+            return None
+        from vm_images.cache import cache_root
+        return snapshot.SnapshotStore(cache_root() / "snapshots",
+                                      snapshot.state_key(argv, sockets))
 
     def log_dir(self) -> Path:
         """$IOMMUFD_LOG_DIR (or the image's log directory) / qemu-ARCH-STAMP-PID."""

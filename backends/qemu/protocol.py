@@ -14,6 +14,9 @@ Agent ops, on top of the contract and server ops every server answers:
   round trip is the channel).
 * ``put`` ``(path, data, mode)`` -> bytes written: a file in the guest (a program or
   script to ``run``).
+* ``preload`` ``(modules,)`` -> seconds taken: import ``modules`` in the agent, so
+  that jobs forked from it (and guests restored from a state saved after it, see
+  :mod:`backends.qemu.snapshot`) start with them loaded.
 * ``job`` ``(target, args)`` -> the exit status of ``target(io, *args)``
   (``module:callable``), run in a forked agent that streams EVENT frames and reads
   the host's command frames meanwhile (:mod:`backends.qemu.jobio`).
@@ -47,7 +50,7 @@ from backends.kernel.rpc.protocol import (
 #: the virtio-serial port name the agent looks for (/sys/class/virtio-ports/*/name)
 PORT_NAME = "org.iommufd.agent"
 
-AGENT_OPS = ("hello", "run", "stats", "put", "job")
+AGENT_OPS = ("hello", "run", "stats", "put", "preload", "job")
 OPS = CONTRACT_OPS + SERVER_OPS + AGENT_OPS
 
 __all__ = [

@@ -16,6 +16,7 @@ guest at once and leaves pytest to print its interrupted summary.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Generator
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from backends.contract import BackendError
 from backends.qemu import QemuBackend
 from backends.qemu.errors import GuestCrashed
 from harness.guestrun.files import suite_files
+from harness.guestrun.pycache import rewritten_pycs
 
 Phase = Literal["setup", "call", "teardown"]
 _PHASES: tuple[Phase, ...] = ("setup", "call", "teardown")
@@ -161,14 +163,17 @@ class GuestRunner:
         if self._start_error is not None:
             return None
         remote = [item for item in session.items if uses_backend(item)]
+        # Unique, so that sessions sharing a machine (stand-in guests) never meet.
+        root_dir = f"/tmp/iommufd-suite-{uuid.uuid4().hex[:12]}"
         try:
             files = suite_files(self.config.rootpath, {item.path for item in remote})
+            files.update(rewritten_pycs(files, root_dir))
         except ValueError as exc:
             self._start_error = f"cannot run in the guest: {exc}"
             return None
         backend = self._backend = self._open_backend()
         seq = backend.job_start(WORKER, (files, self._guest_args(),
-                                         [item.nodeid for item in remote]))
+                                         [item.nodeid for item in remote], root_dir))
         # Starting pytest and collecting under TCG takes seconds: the boot's time limit.
         final, _status, payload, _splat = backend.job_receive(seq, backend.boot_timeout)
         if final or payload[0] != "ready":

@@ -1,8 +1,8 @@
 """The guest's end: a pytest session on the guest's ``kernel`` backend, driven by the host.
 
 :func:`run_session` is the agent job (see :mod:`backends.qemu.jobio`). It writes the
-test files the host shipped into a fresh directory (the host's rootdir, mirrored, so node
-IDs match), collects the host's cases and
+test files the host shipped into the directory the host named (the host's rootdir,
+mirrored, so node IDs match), collects the host's cases and
 tells the host which it has (``("ready", nodeids, collect_errors)``), then runs one
 case per ``("run", nodeid, next_nodeid)`` command, sending each of its reports
 (``("report", serialised report)``, with the kernel splat the case logged, if any)
@@ -12,7 +12,7 @@ and ``("done", nodeid)``, until ``("stop",)``.
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,16 @@ from typing import Any
 import pytest
 
 from backends.qemu.jobio import JobIO
+from harness.guestrun.pycache import SOURCE_MTIME
 
 #: pytest's own output in the guest (collection and internal errors); never the console
 LOG_NAME = "pytest.log"
 _LOG_TAIL = 4000
+#: built-in plugins whose work the host does (its reports, cache, stepwise): each
+#: costs the guest's session a registration at a tenth of the host's speed
+_UNUSED_PLUGINS = [arg for name in ("cacheprovider", "junitxml", "pastebin", "stepwise",
+                                    "doctest", "setuponly", "setupplan")
+                   for arg in ("-p", f"no:{name}")]
 
 
 class Worker:
@@ -97,19 +103,23 @@ class Worker:
 
 
 def _write_tree(root: Path, files: dict[str, bytes]) -> None:
+    shutil.rmtree(root, ignore_errors=True)  # an earlier session's, in this guest
     for rel, data in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+        if path.suffix == ".py":  # the mtime the host's rewritten bytecode expects
+            os.utime(path, (SOURCE_MTIME, SOURCE_MTIME))
     # An empty ini file pins the rootdir here and keeps any shipped config's addopts out.
     (root / "pytest.ini").write_text("[pytest]\n")
 
 
 def run_session(io: JobIO, files: dict[str, bytes], args: list[str],
-                nodeids: list[str]) -> int:
+                nodeids: list[str], root_dir: str) -> int:
     """The agent job: run the host's cases ``nodeids`` from ``files`` (paths relative
-    to the host's rootdir) with the pytest ``args``; the session's exit status."""
-    root = Path(tempfile.mkdtemp(prefix="iommufd-suite-"))
+    to the host's rootdir, written under ``root_dir``, the name the host compiled them
+    for) with the pytest ``args``; the session's exit status."""
+    root = Path(root_dir)
     _write_tree(root, files)
     os.chdir(root)
     log = root / LOG_NAME
@@ -120,7 +130,7 @@ def run_session(io: JobIO, files: dict[str, bytes], args: list[str],
     paths = sorted({nodeid.split("::", 1)[0] for nodeid in nodeids})
     # The plugin by module name (the guest has no entry points; where it has, as in the
     # project's own tests of this worker, the entry point's copy is blocked).
-    argv = ["-c", "pytest.ini", "--rootdir", str(root), "-p", "no:cacheprovider",
+    argv = ["-c", "pytest.ini", "--rootdir", str(root), *_UNUSED_PLUGINS,
             "-p", "no:iommufd", "-p", "harness.plugin", *args, *paths]
     code = int(pytest.main(argv, plugins=[worker]))
     if not worker.ready:

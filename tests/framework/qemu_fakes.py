@@ -295,7 +295,14 @@ def fake_qemu(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-kmsg", action="store_true", help="the agent watches no log")
     parser.add_argument("--protocol-version", type=int, default=None,
                         help="the agent claims this protocol version (a stale image)")
+    # What QemuBackend adds for warm starts: no QMP here (saving fails), and a state to
+    # restore is refused as QEMU refuses a bad one.
+    parser.add_argument("-qmp", default=None)
+    parser.add_argument("-incoming", default=None)
     opts = parser.parse_args(argv)
+    if opts.incoming is not None:
+        _console("qemu-system-x86_64: load of migration failed: Invalid argument\n")
+        return 1
     if opts.protocol_version is not None:
         from backends.qemu import dispatch
         dispatch.PROTOCOL_VERSION = opts.protocol_version

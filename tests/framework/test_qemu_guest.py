@@ -218,3 +218,48 @@ def test_ctrl_c_ends_a_real_guest_run_with_its_finished_cases(tmp_path, monkeypa
     results = re.findall(r"^(not ok|ok) \d+ (\S+)", ktap.read_text(), re.MULTILINE)
     assert len(results) >= 10 and all(r == "ok" for r, _ in results), ktap.read_text()
     assert _all_qemu() <= before
+
+
+def test_a_saved_guest_restores_and_a_bad_state_boots_afresh(tmp_path, capsys):
+    from backends.qemu.backend import QemuBackend
+    from backends.qemu.launcher import ImageLauncher
+    from backends.qemu.snapshot import SnapshotStore, state_key
+
+    class TmpSnapshots(ImageLauncher):
+        def snapshot_store(self, argv, sockets):
+            return SnapshotStore(tmp_path / "snapshots", state_key(argv, sockets))
+
+    def boot():
+        return QemuBackend("x86_64", launcher=TmpSnapshots("x86_64", log_dir=tmp_path))
+
+    cold = boot()
+    try:
+        assert "restored" not in cold._info
+        assert _ioas_alloc(cold, cold.open("/dev/iommu")) == 1  # it runs on after the save
+    finally:
+        cold.shutdown()
+    states = list((tmp_path / "snapshots").glob("*/state"))
+    assert len(states) == 1 and states[0].stat().st_size > 1 << 20
+    assert "guest state saved for warm starts" in capsys.readouterr().err
+
+    started = time.monotonic()
+    warm = boot()
+    try:
+        assert warm._info["restored"] == str(states[0])
+        assert time.monotonic() - started < 10  # a cold TCG boot with preload: ~20 s
+        assert _ioas_alloc(warm, warm.open("/dev/iommu")) == 1
+        assert {"selftest", "vfio_cdev"} <= warm.features
+    finally:
+        warm.shutdown()
+
+    states[0].write_bytes(b"\0" * 4096)  # a state QEMU cannot load
+    fresh = boot()
+    try:
+        assert "restored" not in fresh._info
+        assert _ioas_alloc(fresh, fresh.open("/dev/iommu")) == 1
+    finally:
+        fresh.shutdown()
+    err = capsys.readouterr().err
+    assert "did not restore" in err and "guest state saved for warm starts" in err
+    assert states[0].stat().st_size > 1 << 20  # saved again by the fresh boot
+    assert _qemu_children() == []
