@@ -299,14 +299,9 @@ class MockBackend(Backend):
         if self.kernel.task.set_capability(name, True) is None:
             raise BackendError(f"mock: capability {name!r} is not modelled")
 
-    def take_splats(self) -> list[str]:
-        """The model's WARN_ONs since the previous call, as WARNING lines."""
-        taken = self.kernel.warnings[self._splats_taken:]
-        self._splats_taken = len(self.kernel.warnings)
-        return [f"WARNING: {what}" for what in taken]
-
     def kernel_warnings(self) -> list[str]:
-        """The WARN_ONs the model hit so far (see :attr:`warnings`)."""
+        """The WARN_ONs the model hit so far (see :attr:`warnings`); the contract's
+        take_splats() hands each out once."""
         return list(self.kernel.warnings)
 
     @property
