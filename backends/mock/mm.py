@@ -441,9 +441,21 @@ class Mm:
         if vma is None or not vma.start <= addr < vma.end:
             vma = self.find_vma(addr)
         offset = addr & (PAGE_SIZE - 1)
-        if vma is not None and vma.write_fast and offset + length <= PAGE_SIZE:
-            # Fast path: within one page of plain anonymous memory.
-            vma.obj.page(((addr - vma.start) >> PAGE_SHIFT) + vma.pgoff).write(offset, data)
+        if vma is not None and vma.write_fast and addr + length <= vma.end:
+            # Fast path: plain anonymous memory, pages keyed by index.
+            index = ((addr - vma.start) >> PAGE_SHIFT) + vma.pgoff
+            if offset + length <= PAGE_SIZE:
+                vma.obj.page(index).write(offset, data)
+                return
+            page_of = vma.obj.page
+            view = memoryview(data)
+            done = 0
+            while done < length:
+                chunk = min(length - done, PAGE_SIZE - offset)
+                page_of(index).write(offset, view[done:done + chunk])
+                done += chunk
+                index += 1
+                offset = 0
             return
         if addr < 0 or addr + length > TASK_SIZE:
             raise kerr(EFAULT)
