@@ -223,9 +223,10 @@ class Backend(abc.ABC):
         raise BackendError(f"{self.spec}: no fail_nth fault injection")
 
     def kernel_warnings(self) -> list[str]:
-        """The kernel WARNs seen so far, oldest first: leak checks compare the count
-        before and after a run. ``[]`` where a splat surfaces otherwise (a guest's
-        splat fails the call it happens during)."""
+        """The kernel WARNs seen so far, oldest first, one line each: the single source
+        of :meth:`take_splats`; leak checks compare the count before and after a run.
+        ``[]`` where a splat surfaces otherwise (a guest's splat fails the call it
+        happens during)."""
         return []
 
     # -- processes -------------------------------------------------------
@@ -258,12 +259,20 @@ class Backend(abc.ABC):
         raise BackendError(f"{self.spec}: has no capabilities to restore")
 
     # -- kernel health ---------------------------------------------------
+    _splats_taken = 0
+    """How many of :meth:`kernel_warnings` :meth:`take_splats` has handed out."""
+
     def take_splats(self) -> list[str]:
-        """The kernel WARN splats (one line each) since the previous call, oldest first;
-        a WARN is a kernel bug, so the caller fails whatever caused it. Backends that
+        """The kernel WARN splats since the previous call, oldest first, as ``WARNING:``
+        lines; a WARN is a kernel bug, so the caller fails whatever caused it.
+
+        A consuming view of :meth:`kernel_warnings` (the one source); backends that
         report splats another way (the qemu backend fails the running call) have none
         left to give here."""
-        return []
+        seen = self.kernel_warnings()
+        taken = seen[self._splats_taken:]
+        self._splats_taken = len(seen)
+        return [f"WARNING: {what}" for what in taken]
 
     # -- helpers every backend shares ------------------------------------
     def has(self, *features: str) -> bool:

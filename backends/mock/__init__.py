@@ -5,12 +5,14 @@ fields out).
 The modules mirror drivers/iommu/iommufd/ so a reader of the kernel finds their way:
 
 =================  ==========================================================
-main               the iommufd file: context, object lifecycle, ioctl dispatch
+main               the iommufd file and its ioctl dispatch table (on top)
+private            iommufd_private.h: the context, object lifecycle, ucmd
 objects            object types and the per-fd ID table (the objects xarray)
 ioas               the IOAS object and its ioctls
 io_pagetable       areas, reserved/allowed IOVA, IOVA allocation, domains
 pages              iopt_pages: pinning, pin counts, accounting
-device             bound devices, attach / replace / detach, GET_HW_INFO
+device             bound devices, attaching a HWPT, GET_HW_INFO
+device_attach      attach / replace / detach entry points (auto domains)
 hw_pagetable       HWPT objects and their ioctls
 access             in-kernel IOAS users (pin pages, rw, unmap notification)
 vfio_compat        VFIO type1/type1v2 container emulation
@@ -28,6 +30,9 @@ interval_tree      O(log n) interval sets and the free-IOVA hole tree
 kernel             the machine-wide state shared by all of the above
 backend            MockBackend: the backend contract on top
 =================  ==========================================================
+
+Imports run only downward (tests/mock/test_layering.py): concept modules reach the
+context through private, never main.
 """
 
 from backends.mock.backend import MockBackend

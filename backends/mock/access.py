@@ -23,7 +23,7 @@ from backends.mock.pages import IOMMUFD_ACCESS_RW_WRITE
 if TYPE_CHECKING:
     from backends.mock.io_pagetable import IoPagetable, IoptArea
     from backends.mock.ioas import IommufdIoas
-    from backends.mock.main import IommufdCtx
+    from backends.mock.private import IommufdCtx
 
 
 @dataclass(frozen=True)

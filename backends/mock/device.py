@@ -10,7 +10,6 @@ that is destroyed again when its last device leaves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from errno import EBUSY, EINVAL, ENOMEM, EOPNOTSUPP
 from typing import TYPE_CHECKING, cast
 
@@ -24,10 +23,9 @@ from backends.mock.iommu_group import AttachHandle
 from backends.mock.objects import IommufdObject, ObjType
 
 if TYPE_CHECKING:
-    from backends.mock.hw_pagetable import HwptPaging, IommufdHwPagetable
-    from backends.mock.ioas import IommufdIoas
-    from backends.mock.main import IommufdCtx, Ucmd
+    from backends.mock.hw_pagetable import HwptNested, HwptPaging, IommufdHwPagetable
     from backends.mock.mock_driver import MockDev
+    from backends.mock.private import IommufdCtx, Ucmd
 
 
 class IommufdAttach:
@@ -136,18 +134,20 @@ def iommufd_device_unbind(idev: IommufdDevice) -> None:
 
 def find_hwpt_paging(hwpt: IommufdHwPagetable | None) -> HwptPaging | None:
     """find_hwpt_paging(): the paging HWPT itself, or a nested HWPT's parent."""
-    from backends.mock.hw_pagetable import HwptNested, HwptPaging
-    if isinstance(hwpt, HwptPaging):
-        return hwpt
-    if isinstance(hwpt, HwptNested):
-        return hwpt.parent
+    # The object type, as the kernel's switch on hwpt->obj.type: no import of the
+    # HWPT module, which sits above this one.
+    if hwpt is None:
+        return None
+    if hwpt.obj_type == ObjType.HWPT_PAGING:
+        return cast("HwptPaging", hwpt)
+    if hwpt.obj_type == ObjType.HWPT_NESTED:
+        return cast("HwptNested", hwpt).parent
     return None
 
 
 def iommufd_hw_pagetable_put(ictx: IommufdCtx, hwpt: IommufdHwPagetable) -> None:
     """iommufd_hw_pagetable_put(): an auto domain goes away with its last user."""
-    from backends.mock.hw_pagetable import HwptPaging
-    if isinstance(hwpt, HwptPaging) and hwpt.auto_domain:
+    if hwpt.obj_type == ObjType.HWPT_PAGING and cast("HwptPaging", hwpt).auto_domain:
         ictx.put_and_try_destroy(hwpt)
         return
     hwpt.users -= 1
@@ -271,7 +271,7 @@ def iommufd_hw_pagetable_detach(idev: IommufdDevice, pasid: int) -> IommufdHwPag
     return hwpt
 
 
-def _do_attach(idev: IommufdDevice, pasid: int,
+def iommufd_device_do_attach(idev: IommufdDevice, pasid: int,
                hwpt: IommufdHwPagetable) -> IommufdHwPagetable | None:
     """iommufd_device_do_attach()."""
     iommufd_hw_pagetable_attach(hwpt, idev, pasid)
@@ -286,7 +286,7 @@ def _group_remove_reserved_iova(igroup: IommufdGroup, hwpt_paging: HwptPaging) -
         hwpt_paging.ioas.iopt.remove_reserved_iova(cur.dev)
 
 
-def _do_replace(idev: IommufdDevice, pasid: int,
+def iommufd_device_do_replace(idev: IommufdDevice, pasid: int,
                 hwpt: IommufdHwPagetable) -> IommufdHwPagetable | None:
     """iommufd_device_do_replace(): EINVAL when not attached; the same HWPT is a no-op;
     returns the old HWPT for the caller to put."""
@@ -333,81 +333,6 @@ def _do_replace(idev: IommufdDevice, pasid: int,
         old_hwpt.users -= num_devices - 1
         idev.ictx.kernel.warn_on(old_hwpt.users <= 0, "do_replace: old hwpt freed")
     return old_hwpt
-
-
-AttachFn = Callable[[IommufdDevice, int, "IommufdHwPagetable"], "IommufdHwPagetable | None"]
-
-
-def _auto_get_domain(idev: IommufdDevice, pasid: int, ioas: IommufdIoas,
-                     do_attach: AttachFn) -> tuple[IommufdHwPagetable | None, int]:
-    """iommufd_device_auto_get_domain(): reuse a compatible auto domain of the IOAS
-    (EINVAL means incompatible: try the next), else allocate one."""
-    from backends.mock.hw_pagetable import iommufd_hwpt_paging_alloc
-    ictx = idev.ictx
-    immediate_attach = do_attach is _do_attach
-    for hwpt_paging in list(ioas.hwpt_list):
-        if not hwpt_paging.auto_domain or hwpt_paging.users == 0:
-            continue
-        hwpt_paging.users += 1
-        try:
-            destroy_hwpt = do_attach(idev, pasid, hwpt_paging)
-        except OSError as error:
-            ictx.put_object(hwpt_paging)
-            if error.errno == EINVAL:
-                continue
-            raise
-        ictx.put_object(hwpt_paging)
-        return destroy_hwpt, hwpt_paging.id
-    hwpt_paging = iommufd_hwpt_paging_alloc(ictx, ioas, idev, pasid, 0, immediate_attach,
-                                            None)
-    destroy_hwpt = None
-    if not immediate_attach:
-        try:
-            destroy_hwpt = do_attach(idev, pasid, hwpt_paging)
-        except OSError:
-            ictx.object_abort_and_destroy(hwpt_paging)
-            raise
-    hwpt_paging.auto_domain = True
-    ictx.object_finalize(hwpt_paging)
-    return destroy_hwpt, hwpt_paging.id
-
-
-def _change_pt(idev: IommufdDevice, pasid: int, pt_id: int, do_attach: AttachFn) -> int:
-    """iommufd_device_change_pt(): ``pt_id`` is a HWPT or an IOAS (auto domain)."""
-    from backends.mock.hw_pagetable import IommufdHwPagetable
-    from backends.mock.ioas import IommufdIoas
-    ictx = idev.ictx
-    pt_obj = ictx.get_object(pt_id, ObjType.ANY)
-    try:
-        if isinstance(pt_obj, IommufdHwPagetable):
-            destroy_hwpt = do_attach(idev, pasid, pt_obj)
-        elif isinstance(pt_obj, IommufdIoas):
-            destroy_hwpt, pt_id = _auto_get_domain(idev, pasid, pt_obj, do_attach)
-        else:
-            raise kerr(EINVAL)
-    finally:
-        ictx.put_object(pt_obj)
-    if destroy_hwpt is not None:
-        iommufd_hw_pagetable_put(ictx, destroy_hwpt)
-    return pt_id
-
-
-def iommufd_device_attach(idev: IommufdDevice, pasid: int, pt_id: int) -> int:
-    """iommufd_device_attach(): returns the HWPT ID the device is now attached to."""
-    pt_id = _change_pt(idev, pasid, pt_id, _do_attach)
-    idev.users += 1
-    return pt_id
-
-
-def iommufd_device_replace(idev: IommufdDevice, pasid: int, pt_id: int) -> int:
-    """iommufd_device_replace(): detach + attach, or no change at all on failure."""
-    return _change_pt(idev, pasid, pt_id, _do_replace)
-
-
-def iommufd_device_detach(idev: IommufdDevice, pasid: int) -> None:
-    """iommufd_device_detach(): back to blocking DMA."""
-    if iommufd_hw_pagetable_detach(idev, pasid) is not None:
-        idev.users -= 1
 
 
 # -- IOMMU_GET_HW_INFO ------------------------------------------------------

@@ -27,7 +27,7 @@ from backends.mock.objects import ObjType
 if TYPE_CHECKING:
     from backends.mock.hw_pagetable import HwptPaging
     from backends.mock.io_pagetable import IoPagetable
-    from backends.mock.main import Ucmd
+    from backends.mock.private import Ucmd
 
 def _paging_domain(hwpt: HwptPaging) -> PagingDomain:
     domain = hwpt.domain

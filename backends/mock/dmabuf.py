@@ -24,8 +24,8 @@ from backends.mock.mm import PAGE_SIZE, PhysPage
 
 if TYPE_CHECKING:
     from backends.mock.kernel import Kernel
-    from backends.mock.main import Ucmd
     from backends.mock.pages import IoptPages
+    from backends.mock.private import Ucmd
 
 DMABUF_MAX_PAGES = 512
 """The test exporter's size limit, in pages."""

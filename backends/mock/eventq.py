@@ -35,7 +35,7 @@ from backends.mock.objects import IommufdObject, ObjType
 if TYPE_CHECKING:
     from backends.mock.device import IommufdDevice
     from backends.mock.hw_pagetable import IommufdHwPagetable
-    from backends.mock.main import IommufdCtx, Ucmd
+    from backends.mock.private import IommufdCtx, Ucmd
     from backends.mock.viommu import IommufdViommu
 
 VEVENTQ_MAX_DEPTH = 1 << 19

@@ -31,8 +31,8 @@ from backends.mock.objects import IommufdObject, ObjType
 if TYPE_CHECKING:
     from backends.mock.device import IommufdDevice
     from backends.mock.ioas import IommufdIoas
-    from backends.mock.main import IommufdCtx, Ucmd
     from backends.mock.mock_driver import UserData
+    from backends.mock.private import IommufdCtx, Ucmd
     from backends.mock.viommu import IommufdViommu
 
 _PAGING_VALID_FLAGS = (u.IOMMU_HWPT_ALLOC_NEST_PARENT | u.IOMMU_HWPT_ALLOC_DIRTY_TRACKING

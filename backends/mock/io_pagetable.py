@@ -50,7 +50,7 @@ from backends.mock.pages import ACCOUNT_MM, ACCOUNT_USER, IOPT_ADDRESS_DMABUF, I
 if TYPE_CHECKING:
     from backends.mock.access import IommufdAccess
     from backends.mock.kernel import Kernel
-    from backends.mock.main import IommufdCtx
+    from backends.mock.private import IommufdCtx
 
 IOPT_ALLOC_IOVA = 1 << 0
 XA_LIMIT_16B = (1 << 16) - 1

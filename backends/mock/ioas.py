@@ -17,7 +17,7 @@ from errno import (
     EOVERFLOW,
     EPERM,
 )
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import uapi_headers as u
 from backends.mock.errors import kerr
@@ -34,11 +34,13 @@ from backends.mock.pages import (
     IoptPages,
     update_pinned,
 )
+from backends.mock.private import iommufd_get_ioas
+from backends.mock.selftest import iommufd_test_syz_conv_iova_id
 
 if TYPE_CHECKING:
     from backends.mock.hw_pagetable import HwptPaging
     from backends.mock.kernel import Kernel
-    from backends.mock.main import IommufdCtx, Ucmd
+    from backends.mock.private import IommufdCtx, Ucmd
     from backends.mock.uaccess import UserAccess
 
 _MAP_FLAGS = (u.IOMMU_IOAS_MAP_FIXED_IOVA | u.IOMMU_IOAS_MAP_WRITEABLE
@@ -67,11 +69,6 @@ class IommufdIoas(IommufdObject):
 def iommufd_ioas_alloc(ictx: IommufdCtx) -> IommufdIoas:
     """iommufd_ioas_alloc(): a reserved, not yet published IOAS."""
     return ictx.object_alloc(IommufdIoas(ictx.kernel))
-
-
-def iommufd_get_ioas(ictx: IommufdCtx, ioas_id: int) -> IommufdIoas:
-    """iommufd_get_ioas(): ENOENT unless ``ioas_id`` is an IOAS."""
-    return cast(IommufdIoas, ictx.get_object(ioas_id, ObjType.IOAS))
 
 
 def conv_iommu_prot(map_flags: int) -> int:
@@ -210,7 +207,6 @@ def iommufd_ioas_map_file(ucmd: Ucmd) -> int:
 def iommufd_ioas_copy(ucmd: Ucmd) -> int:
     """IOMMU_IOAS_COPY: share the pages under a fully mapped source range (ENOENT if
     not) into the destination IOAS."""
-    from backends.mock.selftest import iommufd_test_syz_conv_iova_id
     cmd = ucmd.cmd
     iommufd_test_syz_conv_iova_id(ucmd, int(cmd.src_ioas_id), cmd, "src_iova")
     if cmd.flags & ~_MAP_FLAGS:

@@ -441,9 +441,21 @@ class Mm:
         if vma is None or not vma.start <= addr < vma.end:
             vma = self.find_vma(addr)
         offset = addr & (PAGE_SIZE - 1)
-        if vma is not None and vma.write_fast and offset + length <= PAGE_SIZE:
-            # Fast path: within one page of plain anonymous memory.
-            vma.obj.page(((addr - vma.start) >> PAGE_SHIFT) + vma.pgoff).write(offset, data)
+        if vma is not None and vma.write_fast and addr + length <= vma.end:
+            # Fast path: plain anonymous memory, pages keyed by index.
+            index = ((addr - vma.start) >> PAGE_SHIFT) + vma.pgoff
+            if offset + length <= PAGE_SIZE:
+                vma.obj.page(index).write(offset, data)
+                return
+            page_of = vma.obj.page
+            view = memoryview(data)
+            done = 0
+            while done < length:
+                chunk = min(length - done, PAGE_SIZE - offset)
+                page_of(index).write(offset, view[done:done + chunk])
+                done += chunk
+                index += 1
+                offset = 0
             return
         if addr < 0 or addr + length > TASK_SIZE:
             raise kerr(EFAULT)
@@ -472,11 +484,24 @@ class Mm:
         if addr & (PAGE_SIZE - 1) or addr < 0 or addr + npages * PAGE_SIZE > TASK_SIZE:
             raise kerr(EFAULT)
         pages: list[PhysPage] = []
-        for i in range(npages):
-            vma = self.find_vma(addr + i * PAGE_SIZE)
-            if vma is not None and vma.obj.pfnmap:
+        end = addr + npages * PAGE_SIZE
+        while addr < end:
+            vma = self.find_vma(addr)
+            if vma is None or vma.obj.pfnmap:
                 raise kerr(EFAULT)
-            pages.append(self._fault(addr + i * PAGE_SIZE, write, longterm))
+            # One VMA lookup per run of pages in the same mapping; each page then
+            # faults in address order, as GUP walks them.
+            run_end = min(end, vma.end)
+            if vma.cow is None and not vma.obj.is_file \
+                    and vma.prot & (PROT_WRITE if write else PROT_READ):
+                obj_page = vma.obj.page
+                first = vma.index_of(addr)
+                pages.extend(obj_page(first + i)
+                             for i in range((run_end - addr) >> PAGE_SHIFT))
+            else:
+                for at in range(addr, run_end, PAGE_SIZE):
+                    pages.append(self._fault(at, write, longterm))
+            addr = run_end
         return pages
 
     def get_user_pages_fast(self, addr: int, npages: int) -> list[PhysPage]:

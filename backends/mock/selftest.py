@@ -18,12 +18,14 @@ from backends.mock import access as acc
 from backends.mock import dmabuf, domain_dirty, eventq, mock_driver
 from backends.mock.device import (
     IommufdDevice,
-    iommufd_device_attach,
     iommufd_device_bind,
-    iommufd_device_detach,
-    iommufd_device_replace,
     iommufd_device_unbind,
     iommufd_get_device,
+)
+from backends.mock.device_attach import (
+    iommufd_device_attach,
+    iommufd_device_detach,
+    iommufd_device_replace,
 )
 from backends.mock.driver import iommufd_viommu_report_event
 from backends.mock.errors import kerr
@@ -35,11 +37,12 @@ from backends.mock.iommu_group import iommu_attach_handle_get
 from backends.mock.mm import PAGE_SIZE
 from backends.mock.objects import IommufdObject, ObjType
 from backends.mock.pages import IOMMUFD_ACCESS_RW_WRITE
+from backends.mock.private import iommufd_get_ioas
 
 if TYPE_CHECKING:
     from backends.mock.hw_pagetable import HwptPaging
-    from backends.mock.main import IommufdCtx, Ucmd
     from backends.mock.mock_driver import MockDev
+    from backends.mock.private import IommufdCtx, Ucmd
 
 ACCESS_LIMIT = 16 * 1024 * 1024
 """ACCESS_PAGES / ACCESS_RW refuse more (ENOMEM), to keep kvzalloc() quiet."""
@@ -153,7 +156,6 @@ def iommufd_test_syz_conv_iova_id(ucmd: Ucmd, ioas_id: int, cmd: Any, field: str
 
 def _test_add_reserved(ucmd: Ucmd) -> int:
     """IOMMU_TEST_OP_ADD_RESERVED: iopt_reserve_iova() on IOAS ``id``."""
-    from backends.mock.ioas import iommufd_get_ioas
     cmd = ucmd.cmd
     start, length = int(cmd.add_reserved.start), int(cmd.add_reserved.length)
     if not length:
@@ -278,6 +280,16 @@ def _test_md_check_refs(ucmd: Ucmd) -> int:
     if length % PAGE_SIZE or uptr % PAGE_SIZE or uptr + length > U64_MAX:
         raise kerr(EINVAL)
     mm = ucmd.ictx.kernel.mm
+    try:
+        # The whole range in one walk; the kernel's page-by-page loop only decides
+        # which error comes first, so it runs when some page faults.
+        pages = mm.get_user_pages(uptr, length // PAGE_SIZE)
+    except OSError:
+        pages = None
+    if pages is not None:
+        if any(not page.compound and page.pins != refs for page in pages):
+            raise kerr(EIO)
+        return 0
     while length:
         page = mm.get_user_pages(uptr, 1)[0]
         if not page.compound and page.pins != refs:

@@ -9,17 +9,17 @@ cuts the areas at the range's ends.
 from __future__ import annotations
 
 from errno import EFAULT, EINVAL, ENODEV, EOPNOTSUPP, EPERM
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import uapi_headers as u
 from backends.mock.errors import ENOIOCTLCMD, kerr
 from backends.mock.iommu import IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE
 from backends.mock.mm import PAGE_MASK, PAGE_SIZE
-from backends.mock.objects import ObjType
+from backends.mock.private import iommufd_get_ioas
 
 if TYPE_CHECKING:
     from backends.mock.ioas import IommufdIoas
-    from backends.mock.main import IommufdCtx, Ucmd
+    from backends.mock.private import IommufdCtx, Ucmd
 
 U32_MAX = (1 << 32) - 1
 _MAP_MINSZ = u.offsetofend("struct vfio_iommu_type1_dma_map", "size")
@@ -42,7 +42,6 @@ def get_compat_ioas(ictx: IommufdCtx) -> IommufdIoas:
 
 def iommufd_vfio_ioas(ucmd: Ucmd) -> int:
     """IOMMU_VFIO_IOAS: GET (ENODEV without one), SET (ENOENT for a bad ID), CLEAR."""
-    from backends.mock.ioas import IommufdIoas
     cmd = ucmd.cmd
     ictx = ucmd.ictx
     if cmd.__reserved:
@@ -54,7 +53,7 @@ def iommufd_vfio_ioas(ucmd: Ucmd) -> int:
         ucmd.respond(u.ffi.sizeof(cmd[0]))
         return 0
     if cmd.op == u.IOMMU_VFIO_IOAS_SET:
-        ioas = cast(IommufdIoas, ictx.get_object(int(cmd.ioas_id), ObjType.IOAS))
+        ioas = iommufd_get_ioas(ictx, int(cmd.ioas_id))
         ictx.vfio_ioas = ioas
         ictx.put_object(ioas)
         return 0

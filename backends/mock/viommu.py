@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
     from backends.mock.device import IommufdDevice
     from backends.mock.eventq import IommufdVeventq
-    from backends.mock.main import IommufdCtx, Ucmd
     from backends.mock.mock_driver import MockIommu
+    from backends.mock.private import IommufdCtx, Ucmd
 
 ULONG_MAX = U64_MAX
 INT_MAX = (1 << 31) - 1

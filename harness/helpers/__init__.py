@@ -9,6 +9,7 @@ from harness.helpers.core import (
     expect_errno,
     new_cmd,
 )
+from harness.helpers.hwpt import nested_hwpt_alloc, selftest_hwpt_data
 from harness.helpers.ioas import (
     MAP_RW,
     UNMAP_ALL_LENGTH,
@@ -52,9 +53,7 @@ from harness.helpers.viommu import (
     fault_alloc,
     hw_queue_alloc,
     iommufd_mmap,
-    nested_hwpt_alloc,
     read_vevents,
-    selftest_hwpt_data,
     trigger_iopf,
     trigger_vevents,
     vdevice_alloc,

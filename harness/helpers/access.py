@@ -15,6 +15,7 @@ Every call raises ``OSError`` with the kernel's errno, for ``expect_errno``.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import uapi_headers as u
 from backends.calls import Call, batch
@@ -115,21 +116,27 @@ def check_access_rw(fd: Iommufd, g: SelftestGlobals, access_id: int, iova: int,
     lengths = range(1, _TMP_SIZE)
     reads = backend.alloc(2 * g.page_size)
     writes = reads + g.page_size
+    # One read and one write command per length, built once: each batch only moves
+    # their IOVA (the batch has run, on any backend, before the next one is set up).
+    rw_cmds: list[Any] = []
+    for length in lengths:
+        slot = _TMP_SIZE * (length - 1)
+        rw_cmds += [
+            test_cmd(u.IOMMU_TEST_OP_ACCESS_RW, access_id, access_rw={
+                "length": length, "uptr": reads + slot, "flags": def_flags}),
+            test_cmd(u.IOMMU_TEST_OP_ACCESS_RW, access_id, access_rw={
+                "length": length, "uptr": writes + slot,
+                "flags": def_flags | u.MOCK_ACCESS_RW_WRITE})]
+    rw_calls: list[Call] = [("ioctl", fd.fd, u.IOMMU_TEST_CMD, cmd) for cmd in rw_cmds]
     try:
         for at in range(iova + g.page_size - _SWEEP, iova + g.page_size + _SWEEP):
             offset = at - iova
             data = rng.randbytes(_TMP_SIZE * len(lengths))
-            calls: list[Call] = [("poke", writes, data)]
-            for length in lengths:
-                slot = _TMP_SIZE * (length - 1)
-                read = test_cmd(u.IOMMU_TEST_OP_ACCESS_RW, access_id, access_rw={
-                    "iova": at, "length": length, "uptr": reads + slot, "flags": def_flags})
-                write = test_cmd(u.IOMMU_TEST_OP_ACCESS_RW, access_id, access_rw={
-                    "iova": at, "length": length, "uptr": writes + slot,
-                    "flags": def_flags | u.MOCK_ACCESS_RW_WRITE})
-                calls += [("ioctl", fd.fd, u.IOMMU_TEST_CMD, read),
-                          ("ioctl", fd.fd, u.IOMMU_TEST_CMD, write)]
-            calls += [("peek", reads, len(data)), ("peek", g.buffer + offset, len(lengths))]
+            for cmd in rw_cmds:
+                cmd.access_rw.iova = at
+            calls: list[Call] = [("poke", writes, data), *rw_calls,
+                                 ("peek", reads, len(data)),
+                                 ("peek", g.buffer + offset, len(lengths))]
             outcomes = batch(backend, calls, stop_on_error=True)
             for outcome in outcomes:  # the first failed call, as the C loop stops there
                 outcome.unwrap()

@@ -8,6 +8,7 @@ Python model, this host, or a QEMU guest.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,11 +45,19 @@ def new_cmd(ctype: str, fields: dict[str, Any] | None = None, *, size: int | Non
 
     ``ctype`` is the struct's kernel name with or without the ``struct`` keyword.
     """
+    pointer, sizeof = _cmd_type(ctype)
+    init = dict(fields) if fields else {}
+    init.setdefault("size", sizeof if size is None else size)
+    return u.ffi.new(pointer, init)
+
+
+@functools.cache
+def _cmd_type(ctype: str) -> tuple[Any, int]:
+    """The cffi pointer type and sizeof of ``ctype``, parsed once per name (kernel test
+    loops build hundreds of thousands of commands)."""
     if not ctype.startswith(("struct ", "union ")):
         ctype = f"struct {ctype}"
-    init = dict(fields or {})
-    init.setdefault("size", u.ffi.sizeof(ctype) if size is None else size)
-    return u.ffi.new(f"{ctype} *", init)
+    return u.ffi.typeof(f"{ctype} *"), u.ffi.sizeof(ctype)
 
 
 @dataclass(frozen=True)

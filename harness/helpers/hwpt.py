@@ -7,8 +7,7 @@ The Python side of iommufd_utils.h's ``test_cmd_hwpt_alloc_nested`` and
 each call, as a C test fills a stack array::
 
     data = selftest_hwpt_data(fd)                      # iotlb = IOMMU_TEST_IOTLB_DEFAULT
-    nested = hwpt_alloc(fd, dev_id, parent_id, 0, data_type=IOMMU_HWPT_DATA_SELFTEST,
-                        data_uptr=data.addr, data_len=data.entry_size)
+    nested = nested_hwpt_alloc(fd, dev_id, parent_id, data)
     reqs = invalidate_requests(fd)                     # iommu_hwpt_invalidate_selftest[2]
     reqs[0].iotlb_id = 1
     assert hwpt_invalidate(fd, nested, reqs.addr, DATA_SELFTEST,
@@ -24,12 +23,14 @@ from typing import Any, NamedTuple
 
 import uapi_headers as u
 from harness.helpers.core import Iommufd, new_cmd
+from harness.helpers.selftest import hwpt_alloc
 
 __all__ = [
     "Invalidated",
     "UserStructs",
     "hwpt_invalidate",
     "invalidate_requests",
+    "nested_hwpt_alloc",
     "selftest_hwpt_data",
 ]
 
@@ -61,6 +62,18 @@ def selftest_hwpt_data(fd: Iommufd, iotlb: int = u.IOMMU_TEST_IOTLB_DEFAULT) -> 
     data[0].iotlb = iotlb
     data.store()
     return data
+
+
+def nested_hwpt_alloc(fd: Iommufd, dev_id: int, pt_id: int, data: UserStructs, flags: int = 0,
+                      *, fault_id: int = 0,
+                      data_type: int = u.IOMMU_HWPT_DATA_SELFTEST) -> int:
+    """IOMMU_HWPT_ALLOC of a nested HWPT on ``pt_id`` (a nest-parent HWPT or a vIOMMU) with
+    the driver ``data`` in user memory; returns the HWPT ID (test_cmd_hwpt_alloc_nested).
+    With ``IOMMU_HWPT_FAULT_ID_VALID`` in ``flags``, IOPFs go to fault queue ``fault_id``
+    (test_cmd_hwpt_alloc_iopf)."""
+    data.store()
+    return hwpt_alloc(fd, dev_id, pt_id, flags, data_type=data_type, data_uptr=data.addr,
+                      data_len=data.entry_size, fault_id=fault_id)
 
 
 def invalidate_requests(fd: Iommufd, count: int = 2) -> UserStructs:

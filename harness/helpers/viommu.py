@@ -8,7 +8,7 @@ The Python side of iommufd_utils.h's ``test_cmd_viommu_alloc``, ``test_cmd_vdevi
 so ``with expect_errno(EEXIST):`` wraps any of them::
 
     viommu_id = viommu_alloc(fd, dev_id, nest_parent_id)
-    nested_id = nested_hwpt_alloc(fd, dev_id, viommu_id, selftest_hwpt_data())
+    nested_id = nested_hwpt_alloc(fd, dev_id, viommu_id, selftest_hwpt_data(fd))  # .hwpt
     vdev_id = vdevice_alloc(fd, viommu_id, dev_id, 0x99)
     veventq = veventq_alloc(fd, viommu_id, u.IOMMU_VEVENTQ_TYPE_SELFTEST, depth=2)
 
@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import uapi_headers as u
 from backends.contract import MAP_SHARED, PROT_READ, PROT_WRITE
 from harness.helpers.core import Iommufd, new_cmd
-from harness.helpers.selftest import hwpt_alloc, run_test_cmd
+from harness.helpers.selftest import run_test_cmd
 
 __all__ = [
     "EntryNum",
@@ -37,9 +37,7 @@ __all__ = [
     "fault_alloc",
     "hw_queue_alloc",
     "iommufd_mmap",
-    "nested_hwpt_alloc",
     "read_vevents",
-    "selftest_hwpt_data",
     "trigger_iopf",
     "trigger_vevents",
     "vdevice_alloc",
@@ -98,23 +96,6 @@ def viommu_alloc(fd: Iommufd, dev_id: int, hwpt_id: int,
             "data_uptr": uptr, "data_len": length})
         fd.ioctl(u.IOMMU_VIOMMU_ALLOC, cmd)
     return int(cmd.out_viommu_id)
-
-
-def selftest_hwpt_data(iotlb: int = u.IOMMU_TEST_IOTLB_DEFAULT) -> Any:
-    """A ``struct iommu_hwpt_selftest`` for a nested mock HWPT (its IOTLB's initial value)."""
-    return u.ffi.new("struct iommu_hwpt_selftest *", {"iotlb": iotlb})
-
-
-def nested_hwpt_alloc(fd: Iommufd, dev_id: int, pt_id: int, data: Any, flags: int = 0, *,
-                      fault_id: int = 0,
-                      data_type: int = u.IOMMU_HWPT_DATA_SELFTEST) -> int:
-    """IOMMU_HWPT_ALLOC of a nested HWPT on ``pt_id`` (a nest-parent HWPT or a vIOMMU) with
-    driver ``data``; returns the HWPT ID (test_cmd_hwpt_alloc_nested). With
-    ``IOMMU_HWPT_FAULT_ID_VALID`` in ``flags``, IOPFs go to fault queue ``fault_id``
-    (test_cmd_hwpt_alloc_iopf)."""
-    with _in_backend(fd, data) as uptr:
-        return hwpt_alloc(fd, dev_id, pt_id, flags, data_type=data_type, data_uptr=uptr,
-                          data_len=u.ffi.sizeof(data[0]), fault_id=fault_id)
 
 
 def iommufd_mmap(fd: Iommufd, length: int, offset: int) -> int:

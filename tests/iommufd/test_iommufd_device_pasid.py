@@ -27,7 +27,7 @@ from harness.helpers import (
     mock_domain_flags,
     mock_domain_replace,
 )
-from harness.helpers.hwpt import UserStructs, selftest_hwpt_data
+from harness.helpers.hwpt import nested_hwpt_alloc, selftest_hwpt_data
 from harness.helpers.pasid import pasid_attach, pasid_check_hwpt, pasid_detach, pasid_replace
 from harness.helpers.viommu import fault_alloc, trigger_iopf, viommu_alloc
 
@@ -110,28 +110,23 @@ class PasidHwpts:
     fault_fd: int = 0
 
 
-def _nested(self: PasidFixture, pt_id: int, data: UserStructs, flags: int = 0,
-            fault_id: int = 0) -> int:
-    return hwpt_alloc(self.fd, self.device_id, pt_id, flags,
-                      data_type=u.IOMMU_HWPT_DATA_SELFTEST, data_uptr=data.addr,
-                      data_len=data.entry_size, fault_id=fault_id)
-
-
 def alloc_hwpts(self: PasidFixture, with_viommu: bool = True) -> PasidHwpts:
     """The allocation phase: two nested HWPTs on one parent, a fault-queue one, one on a
     vIOMMU (only ``with_viommu``; else nested[2] stays 0) and a PASID-compatible S2."""
     fd = self.fd
     data = selftest_hwpt_data(fd)
     parent = hwpt_alloc(fd, self.device_id, self.ioas_id, u.IOMMU_HWPT_ALLOC_NEST_PARENT)
-    nested = [_nested(self, parent, data, u.IOMMU_HWPT_ALLOC_PASID),
-              _nested(self, parent, data, u.IOMMU_HWPT_ALLOC_PASID), 0]
+    nested = [nested_hwpt_alloc(fd, self.device_id, parent, data, u.IOMMU_HWPT_ALLOC_PASID),
+              nested_hwpt_alloc(fd, self.device_id, parent, data, u.IOMMU_HWPT_ALLOC_PASID), 0]
     fault_id = fault_fd = iopf = 0
     if with_viommu:
         fault_id, fault_fd = fault_alloc(fd)
-        iopf = _nested(self, parent, data,
-                       u.IOMMU_HWPT_FAULT_ID_VALID | u.IOMMU_HWPT_ALLOC_PASID, fault_id)
+        iopf = nested_hwpt_alloc(fd, self.device_id, parent, data,
+                                 u.IOMMU_HWPT_FAULT_ID_VALID | u.IOMMU_HWPT_ALLOC_PASID,
+                                 fault_id=fault_id)
         viommu_id = viommu_alloc(fd, self.device_id, parent)
-        nested[2] = _nested(self, viommu_id, data, u.IOMMU_HWPT_ALLOC_PASID)
+        nested[2] = nested_hwpt_alloc(fd, self.device_id, viommu_id, data,
+                                      u.IOMMU_HWPT_ALLOC_PASID)
     s2 = hwpt_alloc(fd, self.device_id, self.ioas_id, u.IOMMU_HWPT_ALLOC_PASID)
     return PasidHwpts(parent, nested, iopf, s2, fault_id, fault_fd)
 

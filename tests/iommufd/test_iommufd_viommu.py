@@ -103,7 +103,7 @@ def self(iommufd: Iommufd, variant: ViommuVariant) -> ViommuFixture:
         fixture.viommu_id = viommu_alloc(iommufd, fixture.device_id, fixture.hwpt_id,
                                          u.IOMMU_VIOMMU_TYPE_SELFTEST)
         fixture.nested_hwpt_id = nested_hwpt_alloc(iommufd, fixture.device_id,
-                                                   fixture.viommu_id, selftest_hwpt_data())
+                                                   fixture.viommu_id, selftest_hwpt_data(iommufd))
     return fixture
 
 
@@ -139,7 +139,7 @@ def test_viommu_alloc_nested_iopf(self: ViommuFixture) -> None:
     viommu_id, dev_id = self.viommu_id, self.device_id
     if not dev_id:
         pytest.skip(SKIP_NO_VIOMMU)
-    data = selftest_hwpt_data()
+    data = selftest_hwpt_data(fd)
     fault = fault_alloc(fd)
     with expect_errno(ENOENT):
         nested_hwpt_alloc(fd, dev_id, viommu_id, data, u.IOMMU_HWPT_FAULT_ID_VALID,

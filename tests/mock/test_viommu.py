@@ -47,7 +47,7 @@ class Setup:
         self.stdev, _, self.idev = mock_domain(fd, self.ioas.id)
         self.parent = hwpt_alloc(fd, self.idev, self.ioas.id, u.IOMMU_HWPT_ALLOC_NEST_PARENT)
         self.viommu = viommu_alloc(fd, self.idev, self.parent)
-        self.nested = nested_hwpt_alloc(fd, self.idev, self.viommu, selftest_hwpt_data())
+        self.nested = nested_hwpt_alloc(fd, self.idev, self.viommu, selftest_hwpt_data(fd))
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_vdevice_rules(s: Setup) -> None:
 def test_fault_queue_read_write_rules(s: Setup) -> None:
     fd, be = s.fd, s.fd.backend
     fault = fault_alloc(fd)
-    iopf = nested_hwpt_alloc(fd, s.idev, s.viommu, selftest_hwpt_data(),
+    iopf = nested_hwpt_alloc(fd, s.idev, s.viommu, selftest_hwpt_data(fd),
                              u.IOMMU_HWPT_FAULT_ID_VALID, fault_id=fault.id)
     vdevice_alloc(fd, s.viommu, s.idev, 0x99)
     replace(fd, s.stdev, iopf)
@@ -183,7 +183,7 @@ def _viommu_chain(be: MockBackend, buf: int, nth: int) -> None:
     iova = ioas.map(buf, PAGE_SIZE)
     hw_queue_alloc(fd, viommu, u.IOMMU_HW_QUEUE_TYPE_SELFTEST, 0, iova, PAGE_SIZE)
     fault = fault_alloc(fd)
-    nested = nested_hwpt_alloc(fd, idev, viommu, selftest_hwpt_data(),
+    nested = nested_hwpt_alloc(fd, idev, viommu, selftest_hwpt_data(fd),
                                u.IOMMU_HWPT_FAULT_ID_VALID, fault_id=fault.id)
     veventq = veventq_alloc(fd, viommu, u.IOMMU_VEVENTQ_TYPE_SELFTEST, 2)
     replace(fd, stdev, nested)
