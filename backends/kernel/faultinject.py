@@ -120,7 +120,9 @@ class FailNth:
         self._fds: dict[int, int] = {}
         self._pending: dict[int, int] = {}
         #: some thread has a count that has not fired (the hot path's one check)
-        self._armed = False
+        #: no thread has a count: a call runs as it is (a plain attribute: the hot
+        #: path's one check)
+        self.idle = True
         self._lock = threading.Lock()
         self._configured = False
 
@@ -148,7 +150,7 @@ class FailNth:
             raise BackendError(refusal())
         self._fd()  # open (and configure debugfs) now, not inside a window
         self._pending[threading.get_native_id()] = n
-        self._armed = any(count > 0 for count in self._pending.values())
+        self.idle = not any(count > 0 for count in self._pending.values())
 
     def read(self) -> int:
         """This thread's remaining count: 0 once the fault fired (or never armed)."""
@@ -165,7 +167,7 @@ class FailNth:
         Everything ``fn`` needs must be prepared by the caller: between the arm
         and the syscall only the call itself runs.
         """
-        if not self._armed:  # no thread has a count: no gettid(2) on the hot path
+        if self.idle:  # no thread has a count: no gettid(2) on the hot path
             return fn(*args)
         tid = threading.get_native_id()
         count = self._pending.get(tid, 0)
@@ -181,7 +183,7 @@ class FailNth:
             if left:
                 os.pwrite(fd, b"0", 0)  # disarm while Python runs
             self._pending[tid] = left
-            self._armed = any(n > 0 for n in self._pending.values())
+            self.idle = not any(n > 0 for n in self._pending.values())
 
     @staticmethod
     def _remaining(fd: int) -> int:

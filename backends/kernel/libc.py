@@ -47,7 +47,8 @@ _LINUX_CAPABILITY_U32S_3 = 2
 _strerror: dict[int, str] = {}
 
 
-def _raise() -> None:
+def raise_errno() -> None:
+    """Raise OSError with the errno libc left."""
     err = ffi.errno
     # strerror(3) is slow under TCG (locale lookups); failing ioctls are common.
     message = _strerror.get(err)
@@ -67,19 +68,52 @@ def ioctl_arg(arg: Any) -> Any:
 def argument_buffer(arg: Any) -> Any:
     """The writable buffer of a cdata ioctl argument (struct pointer or array); None for
     None, an integer, NULL or an untyped pointer, which pass as they are."""
-    if arg is None or isinstance(arg, int):
-        return None
-    ctype = ffi.typeof(arg)
-    if ctype.kind == "pointer" and (arg == ffi.NULL or ctype.item.kind == "void"):
+    if arg is None or isinstance(arg, int) or not argument_length(arg):
         return None
     return ffi.buffer(arg)
+
+
+#: ctype -> its buffer's length (0: a pointer passed as it is, -1: known per value);
+#: the same few struct types go by on every call, and under TCG each cffi query counts
+LENGTHS: dict[Any, int] = {}
+
+
+def _length_of(ctype: Any) -> int:
+    if ctype.kind == "pointer":
+        item = ctype.item
+        if item.kind == "void":
+            return 0
+        if item.kind == "struct" and item.fields and item.fields[-1][1].type.kind == "array" \
+                and item.fields[-1][1].type.length is None:
+            return -1  # a flexible array member: ffi.new sized it
+        return int(ffi.sizeof(item))
+    if ctype.kind == "array" and ctype.length is not None:
+        return int(ffi.sizeof(ctype))
+    return -1
+
+
+def argument_length(arg: Any) -> int:
+    """The bytes behind a cdata ioctl argument (struct pointer or array); 0 for NULL or an
+    untyped pointer, which pass as they are."""
+    ctype = ffi.typeof(arg)
+    length = LENGTHS.get(ctype)
+    if length is None:
+        length = LENGTHS[ctype] = _length_of(ctype)
+    if length < 0:
+        return 0 if arg == ffi.NULL else len(ffi.buffer(arg))
+    if length and arg == ffi.NULL:
+        return 0
+    return length
+
+
+U32_PTR = ffi.typeof("uint32_t *")
 
 
 def reads_past(arg: Any, length: int) -> bool:
     """True when the ``size`` the argument declares first (every iommufd and VFIO
     argument starts with its u32 size) is larger than its ``length`` bytes: then the
     kernel's copy_struct_from_user reads past the caller's buffer."""
-    return length < 4 or int(ffi.cast("uint32_t *", arg)[0]) > length
+    return length < 4 or ffi.cast(U32_PTR, arg)[0] > length
 
 
 def ioctl(fd: int, request: int, arg: Any = None) -> int:
@@ -95,7 +129,7 @@ def raw_ioctl(fd: int, request: int, carg: Any) -> int:
     """
     ret = int(lib.ioctl(fd, request, carg))
     if ret < 0:
-        _raise()
+        raise_errno()
     return ret
 
 
@@ -105,40 +139,40 @@ def mmap(length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
     ptr = lib.mmap(ffi.cast("void *", addr), length, prot, flags, fd, offset)
     value = int(ffi.cast("uintptr_t", ptr))
     if value == MAP_FAILED:
-        _raise()
+        raise_errno()
     return value
 
 
 def munmap(addr: int, length: int) -> None:
     """munmap(2)."""
     if lib.munmap(ffi.cast("void *", addr), length) != 0:
-        _raise()
+        raise_errno()
 
 
 def mprotect(addr: int, length: int, prot: int) -> None:
     """mprotect(2)."""
     if lib.mprotect(ffi.cast("void *", addr), length, prot) != 0:
-        _raise()
+        raise_errno()
 
 
 def madvise(addr: int, length: int, advice: int) -> None:
     """madvise(2)."""
     if lib.madvise(ffi.cast("void *", addr), length, advice) != 0:
-        _raise()
+        raise_errno()
 
 
 def memfd_create(name: str, flags: int = MFD_CLOEXEC) -> int:
     """memfd_create(2); returns the fd."""
     fd = int(lib.memfd_create(name.encode(), flags))
     if fd < 0:
-        _raise()
+        raise_errno()
     return fd
 
 
 def ftruncate(fd: int, length: int) -> None:
     """ftruncate(2)."""
     if lib.ftruncate(fd, length) != 0:
-        _raise()
+        raise_errno()
 
 
 def set_pdeathsig(sig: int) -> None:
@@ -146,7 +180,7 @@ def set_pdeathsig(sig: int) -> None:
     that forked it exits (used in a child's preexec, so a killed parent takes
     the child with it)."""
     if lib.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
-        _raise()
+        raise_errno()
 
 
 def _cap_header() -> Any:
@@ -158,7 +192,7 @@ def capget() -> tuple[int, int, int]:
     sets as 64-bit masks."""
     data = ffi.new("struct cap_data[]", _LINUX_CAPABILITY_U32S_3)
     if lib.capget(_cap_header(), data) != 0:
-        _raise()
+        raise_errno()
     return (data[0].effective | data[1].effective << 32,
             data[0].permitted | data[1].permitted << 32,
             data[0].inheritable | data[1].inheritable << 32)
@@ -173,4 +207,4 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].permitted = permitted >> shift & 0xFFFFFFFF
         data[i].inheritable = inheritable >> shift & 0xFFFFFFFF
     if lib.capset(_cap_header(), data) != 0:
-        _raise()
+        raise_errno()

@@ -86,8 +86,12 @@ def main() -> int:
     """``python3 map_unmap.py [LOOPS]``: prints ``backend_us bare_us``."""
     loops = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     page = os.sysconf("SC_PAGE_SIZE")
-    backend_us = through_backend(loops, page)
-    bare_us = bare(loops, page)
+    # Alternated, best of two each: the first loop in a fresh guest also pays for
+    # TCG translating the interpreter's paths, whichever loop comes first.
+    backend_us = bare_us = float("inf")
+    for _ in range(2):
+        backend_us = min(backend_us, through_backend(loops, page))
+        bare_us = min(bare_us, bare(loops, page))
     print(f"{backend_us:.3f} {bare_us:.3f}")
     return 0
 
