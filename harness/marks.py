@@ -5,6 +5,8 @@
 ``iommufd_requires(*features, reason='')``: backend features a test needs; where the
 backend lacks one the test is skipped with the reason (:func:`requires`).
 ``iommufd_fail_nth``: sweep the case with fail_nth fault injection (:data:`fail_nth`).
+``iommufd_on_host``: on a qemu backend, run the case on the host with each call crossing
+to the guest's agent, not inside the guest (:data:`on_host`).
 
 The marks are built here directly rather than through ``pytest.mark.<name>``: a
 scenario module is imported (and its marks made) before the plugin has woken up and
@@ -20,6 +22,7 @@ import pytest
 KSELFTEST = "iommufd_kselftest"
 REQUIRES = "iommufd_requires"
 FAIL_NTH = "iommufd_fail_nth"
+ON_HOST = "iommufd_on_host"
 
 #: ``markers`` ini lines, registered once a session runs iommufd scenarios
 DESCRIPTIONS = (
@@ -27,6 +30,7 @@ DESCRIPTIONS = (
     f"{REQUIRES}(*features, reason=''): backend features the test needs; skipped where "
     "the backend lacks one",
     f"{FAIL_NTH}: sweep this case with fail_nth fault injection",
+    f"{ON_HOST}: on a qemu backend, run on the host, each call crossing to the guest",
 )
 
 
@@ -43,3 +47,8 @@ def requires(*features: str, reason: str = "") -> pytest.MarkDecorator:
 
 #: Sweep the marked test (module, class) with fail_nth fault injection (harness.fail_nth).
 fail_nth = build(FAIL_NTH)
+
+#: Run the marked test on the host even where a qemu backend runs cases inside the guest:
+#: for cases that drive the guest from outside (claim and give back its devices across
+#: runs, interrupt a run) or need the host's own modules.
+on_host = build(ON_HOST)

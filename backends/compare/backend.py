@@ -13,6 +13,7 @@ on the host or inside a guest.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from backends.compare.fields import Field, Kind, Layout, layout, leaves
 from backends.compare.handles import HandleMaps
 from backends.compare.log import CallLog, Record, Ref
 from backends.compare.writeback import written
-from backends.contract import MAP_SHARED, PROT_READ, PROT_WRITE, Backend, BackendError, IoctlArg
+from backends.contract import MAP_SHARED, PROT_READ, PROT_WRITE, Backend, IoctlArg
 
 ffi = u.ffi
 # Calls that return a new fd (mapped, not compared raw, when both sides return one).
@@ -75,7 +76,7 @@ class CompareBackend(Backend):
         self.known = known_mod.load() if known is None else known
         self.maps = HandleMaps()
         self.log = CallLog()
-        self.calls = 0
+        self._calls = [0]  # one count for a pair and the children forked from it
         self.reported: list[Reported] = []
         #: fds of fault queues -> the iommufd fd whose device IDs their records carry
         self._fault_fds: dict[int, int] = {}
@@ -130,18 +131,35 @@ class CompareBackend(Backend):
             self._armed = was
 
     # -- the comparison core ------------------------------------------------
+    @property
+    def calls(self) -> int:
+        """Calls compared so far (a forked child's included)."""
+        return self._calls[0]
+
     def _record(self, op: str, args: tuple[Any, ...], call: str) -> Record:
-        self.calls += 1
-        return self.log.add(Record(self.calls, op, args, call))
+        self._calls[0] += 1
+        return self.log.add(Record(self._calls[0], op, args, call))
 
     def _diverge(self, record: Record, what: str, detail: str) -> None:
         record.diverged = what
         releases = (self.primary.kernel_release, self.secondary.kernel_release)
-        reason = known_mod.lookup(self.known, releases, record.call, what)
+        reason = known_mod.lookup(self.known, releases, record.call, what) \
+            or self._after_known()
         self.reported.append(Reported(record.index, record.call, what, detail, reason))
         if reason is None:
             raise Divergence(record.index, record.call, what, detail, self.sides,
                              record.results)
+
+    def _after_known(self) -> str | None:
+        """The reason for a divergence that follows a known one in the same case: from
+        there on the sides hold different state (7.3's DMABUF_GET returns 0 for the fd,
+        the case then maps fd 0), so what differs later is its consequence."""
+        first = self.log.records[0].index if self.log.records else None
+        for earlier in self.reported:
+            if first is not None and earlier.index >= first and earlier.reason is not None:
+                return (f"follows the known divergence at call #{earlier.index} "
+                        f"{earlier.call} in this case")
+        return None
 
     def _settle(self, record: Record) -> Any:
         """Return the primary's result of a compared call (or raise its error)."""
@@ -516,8 +534,22 @@ class CompareBackend(Backend):
         self.secondary.restore_capability(name)
 
     def fork_child(self) -> Backend:
-        """No lockstep across processes yet: the pair cannot fork."""
-        raise BackendError(f"{self.spec}: cannot fork a child process in lockstep")
+        """fork(2) on both sides; the two children run in lockstep too.
+
+        A child inherits its parent's fds and memory, so the pair's handle maps hold for
+        it as they are: the child pair shares them with this one, and its call log,
+        numbering and report (the kernel's fork_gone / fork_present, change_process).
+        """
+        self._record("fork_child", (), "fork")
+        primary = self.primary.fork_child()
+        try:
+            secondary = self.secondary.fork_child()
+        except BaseException:
+            primary.shutdown()  # no child left behind on the side that forked
+            raise
+        child = copy.copy(self)  # shares maps, log, counts and the report
+        child.primary, child.secondary = primary, secondary
+        return child
 
 
 @functools.cache

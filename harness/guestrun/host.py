@@ -25,6 +25,7 @@ import pytest
 from backends.contract import BackendError
 from backends.qemu import QemuBackend
 from backends.qemu.errors import GuestCrashed
+from harness import marks
 from harness.guestrun.files import suite_files
 from harness.guestrun.pycache import rewritten_pycs
 
@@ -42,6 +43,12 @@ DEFAULT_CASE_TIMEOUT = 300.0
 def uses_backend(item: pytest.Item) -> bool:
     """True for a case that needs the backend (directly or through a fixture)."""
     return "backend" in getattr(item, "fixturenames", ())
+
+
+def runs_in_guest(item: pytest.Item) -> bool:
+    """True for a case that runs inside the guest: it uses the backend and is not
+    marked to stay on the host (:data:`harness.marks.on_host`)."""
+    return uses_backend(item) and item.get_closest_marker(marks.ON_HOST) is None
 
 
 def failed_report(item: pytest.Item, when: Phase, text: str) -> pytest.TestReport:
@@ -81,7 +88,10 @@ class GuestRunner:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item,
                                 nextitem: pytest.Item | None) -> bool | None:
-        if not uses_backend(item):
+        if not runs_in_guest(item):
+            if uses_backend(item):
+                # Its calls cross to the guest's agent, which a session's job would hold.
+                self._stop()
             return None
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         self._run(item, nextitem)
@@ -120,7 +130,7 @@ class GuestRunner:
                  or "\n".join(session.errors.values())
                  or f"{item.nodeid} was not collected in the guest")
             return
-        next_id = nextitem.nodeid if nextitem is not None and uses_backend(nextitem) else None
+        next_id = nextitem.nodeid if nextitem is not None and runs_in_guest(nextitem) else None
         if next_id not in session.collected:
             next_id = None
         backend = self._backend
@@ -162,7 +172,7 @@ class GuestRunner:
     def _start(self, session: pytest.Session) -> _Session | None:
         if self._start_error is not None:
             return None
-        remote = [item for item in session.items if uses_backend(item)]
+        remote = [item for item in session.items if runs_in_guest(item)]
         # Unique, so that sessions sharing a machine (stand-in guests) never meet.
         root_dir = f"/tmp/iommufd-suite-{uuid.uuid4().hex[:12]}"
         try:
@@ -180,6 +190,9 @@ class GuestRunner:
             detail = payload[2] if not final and payload[0] == "failed" else ""
             self._start_error = (f"the guest's pytest session did not start "
                                  f"(status {payload if final else payload[1]}):\n{detail}")
+            while not final:  # the job ends next: the channel is the agent's again
+                final, _status, payload, _splat = backend.job_receive(seq,
+                                                                      backend.call_timeout)
             return None
         _, collected, errors = payload
         self._session = _Session(seq, set(collected), dict(errors))

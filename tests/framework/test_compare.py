@@ -235,3 +235,55 @@ def test_an_address_at_the_end_of_one_buffer_and_the_start_of_the_next_is_the_ne
     assert maps.to_secondary(Kind.ADDR, 0, 0x11000) == 0xA1000  # an end pointer
     assert maps.to_primary(Kind.ADDR, 0, 0xA0000) == 0x10000
     assert maps.to_secondary(Kind.ADDR, 0, 0x999999) == 0x999999  # unknown: unchanged
+
+
+def test_a_forked_child_pair_runs_in_lockstep_with_the_parents_maps():
+    pair = _pair()
+    # Skew the secondary, so that the child's calls only agree through the maps.
+    pair.secondary.open("/dev/iommu")
+    fd = pair.open("/dev/iommu")
+    buf = pair.alloc(16 * 4096)
+    ioas = _ioas_alloc(pair, fd)
+    child = pair.fork_child()
+    try:
+        assert isinstance(child, CompareBackend) and child is not pair
+        _map(child, fd, ioas, buf, 4 * 4096)  # the inherited fd and memory, mapped
+        with pytest.raises(OSError) as refused:  # and an errno both agree on
+            child.ioctl(fd, u.IOMMU_DESTROY, new_cmd("iommu_destroy", {"id": 999}))
+        assert refused.value.errno == errno.ENOENT
+    finally:
+        child.shutdown()
+    # One numbering and one report for the pair and its child.
+    assert pair.calls == child.calls == 6 and pair.divergences == 0
+
+
+def test_a_divergence_in_a_forked_child_is_the_pairs():
+    pair = _pair()
+    fd = pair.open("/dev/iommu")
+    child = pair.fork_child()
+    try:
+        assert isinstance(child, CompareBackend)
+        child.secondary.close(pair.maps.to_secondary(Kind.FD, 0, fd))  # only one side's
+        with pytest.raises(Divergence) as diverged:
+            _ioas_alloc(child, fd)
+        assert "errno differs" in str(diverged.value)
+    finally:
+        child.shutdown()
+    assert pair.divergences == 1
+
+
+def test_what_differs_after_a_known_divergence_in_that_case_is_its_consequence():
+    pair = _pair(_Dmabuf("mock"), _Dmabuf("7.3.4"))
+    pair.begin_case()
+    fd = pair.open("/dev/iommu")
+    pair.ioctl(fd, u.IOMMU_TEST_CMD, test_cmd(u.IOMMU_TEST_OP_DMABUF_GET,
+                                              dmabuf_get={"length": 4096}))
+    # The case goes on from different state: what then differs is reported, not failed.
+    pair.secondary.close(pair.maps.to_secondary(Kind.FD, 0, fd))
+    _ioas_alloc(pair, fd)
+    assert pair.divergences == 2 and pair.known_count == 2
+    assert "follows the known divergence at call #2" in (pair.reported[1].reason or "")
+    # A new case starts clean: the same difference fails it.
+    pair.begin_case()
+    with pytest.raises(Divergence, match="errno differs"):
+        _ioas_alloc(pair, fd)

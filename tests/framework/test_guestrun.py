@@ -255,3 +255,46 @@ def test_pytest_timeout_fails_the_case_and_the_run_goes_on(suite: pytest.Pyteste
     assert _ktap_results(ktap) == {"timed.v.a": "ok", "timed.v.b_slow": "not ok",
                                    "timed.v.c": "ok"}
     assert not _fake_qemus(suite.path)
+
+
+ON_HOST = """
+import os
+from harness import kselftest, marks
+from harness.helpers.ioas import Ioas
+
+pytestmark = kselftest.fixture("mixed")
+
+def test_a_in_guest(iommufd):
+    assert iommufd.backend.spec == "mock"  # the guest session's backend
+    Ioas.alloc(iommufd)
+
+@marks.on_host
+def test_b_on_host(backend):
+    # The host's qemu backend, each call crossing to the agent: the guest session ended.
+    assert backend.spec == "qemu:x86_64"
+    backend.close(backend.open("/dev/iommu"))
+
+def test_c_in_guest_again(iommufd):
+    assert iommufd.backend.spec == "mock"
+"""
+
+
+def test_a_case_marked_on_host_runs_there_between_guest_cases(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_mixed=ON_HOST)
+    result = suite.runpytest_subprocess(*QEMU, "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+
+
+def test_a_session_that_does_not_start_hands_the_channel_back(suite: pytest.Pytester) -> None:
+    # A conftest that imports what the guest lacks: the guest's session stops at once;
+    # the host's lineup still runs its commands in that guest afterwards.
+    suite.makepyfile(test_grp=SUITE)
+    (suite.path / "conftest.py").write_text(
+        (suite.path / "conftest.py").read_text() + "\nif os.environ.get('FAKE_KMSG'):\n"
+        "    import no_such_module_in_the_guest\n")
+    result = suite.runpytest_subprocess(*QEMU, "--iommufd-kselftest-lineup")
+    result.assert_outcomes(errors=6)
+    result.stdout.fnmatch_lines(["*the guest's pytest session did not start*",
+                                 "*no_such_module_in_the_guest*"])
+    assert "owns the channel" not in result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in result.stdout.str()

@@ -15,8 +15,12 @@ from typing import Any, cast
 import pytest
 
 from backends import Backend
+from harness import marks
 from harness.vfio_claim import GuestRunner, run_in_guest
 from vm_images.arch import TEST_DEVICE_BDFS
+
+# On the host: these start runs inside the guest and interrupt them.
+pytestmark = marks.on_host
 
 IGB = TEST_DEVICE_BDFS["igb"]
 MODULE = "python3 -m backends.kernel.vfio_devices"

@@ -18,8 +18,9 @@ from harness.helpers.vfio import VfioDevice
 from harness.vfio_claim import ClaimedDevice
 from tests.vfio.dma import DmaRig, prove_blocked, prove_translation
 
+# On the host: the session claims the guest's devices and gives them back (vfio_claim).
 pytestmark = [kselftest.fixture("dma_proof", {"edu": "edu"}),
-              marks.requires("vfio_cdev")]
+              marks.requires("vfio_cdev"), marks.on_host]
 
 
 @pytest.fixture

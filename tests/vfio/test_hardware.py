@@ -24,7 +24,8 @@ from harness.helpers.selftest import hwpt_alloc
 from harness.helpers.vfio import HwInfo, VfioDevice, get_hw_info
 from harness.vfio_claim import ClaimedDevice
 
-pytestmark = marks.requires("vfio_cdev")
+# On the host: the session claims the guest's devices and gives them back (vfio_claim).
+pytestmark = [marks.requires("vfio_cdev"), marks.on_host]
 
 PAGE_COUNT = 16
 

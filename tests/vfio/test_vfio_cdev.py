@@ -14,7 +14,8 @@ from harness import kselftest, marks
 from harness.helpers import Iommufd, expect_errno
 from harness.helpers.vfio import VfioDevice, vfio_cmd
 
-pytestmark = [kselftest.fixture("vfio_cdev"), marks.requires("vfio_cdev")]
+# On the host: the session claims the guest's devices and gives them back (vfio_claim).
+pytestmark = [kselftest.fixture("vfio_cdev"), marks.requires("vfio_cdev"), marks.on_host]
 
 UINT32_MAX = 0xFFFFFFFF
 

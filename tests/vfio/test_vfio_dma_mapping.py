@@ -115,6 +115,10 @@ def _intel_mapping(backend: Backend, bdf: str, iova: int) -> list[int] | None:
     return []
 
 
+# On the host: the session claims the guest's devices and gives them back (vfio_claim).
+pytestmark = marks.on_host
+
+
 class TestMapping:
     pytestmark = [kselftest.fixture("vfio_dma_mapping_test", MAPPING_VARIANTS),
                   marks.requires("vfio_cdev")]
