@@ -13,6 +13,7 @@ on the host or inside a guest.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
@@ -264,8 +265,29 @@ class CompareBackend(Backend):
             self._compare_written(record, lay, ns, before, after, safter)
         elif self._armed:
             self._bind_outputs(record, lay, ns, before, bytes(sdata), after, safter)
+            if p.error is not None and record.results[1].error is None:
+                self._undo_secondary(lay, bytes(sdata), safter, sfd)
         ret: int = self._settle(record)
         return ret
+
+    def _undo_secondary(self, lay: Layout, sbefore: bytes, safter: bytes, sfd: int) -> None:
+        """Fault injection failed the primary's call and the secondary's succeeded (the
+        two count their fault points differently): the caller saw the failure, so what
+        the secondary made (fds, objects) would be orphans that keep its context and
+        pins alive. Close and destroy them, so both sides hold the same objects.
+        Best effort: an undo the secondary refuses shows up as a later divergence."""
+        made = [(f.kind, value) for f in lay.fields
+                if f.kind in (Kind.FD, Kind.ID)
+                and (value := f.read(safter)) is not None and value != f.read(sbefore)]
+        # fds first: an event queue's file holds a users reference on its object.
+        for kind, value in sorted(made, key=lambda item: item[0] is not Kind.FD):
+            with contextlib.suppress(OSError):
+                if kind is Kind.FD:
+                    self.secondary.close(value)
+                else:
+                    destroy = ffi.new("struct iommu_destroy *",
+                                      {"size": ffi.sizeof("struct iommu_destroy"), "id": value})
+                    self.secondary.ioctl(sfd, u.IOMMU_DESTROY, destroy)
 
     def _value_ioctl(self, fd: int, request: int, arg: IoctlArg) -> int:
         # ioctls with no argument, a plain value, or a bare pointer (an address).

@@ -205,7 +205,7 @@ class KernelBackend(Backend):
         """mmap(2) of a backend fd; unmapped at shutdown unless unmapped before."""
         addr: int = self._fail_nth.call(libc.mmap, length, prot, flags, fd, offset)
         self._maps.add(addr, length)
-        if os.readlink(f"/proc/self/fd/{fd}") == self.dev_iommu:
+        if fd >= 0 and os.readlink(f"/proc/self/fd/{fd}") == self.dev_iommu:
             self._io_maps.add(addr, -(-length // self.page_size) * self.page_size)
         return addr
 

@@ -287,3 +287,24 @@ def test_what_differs_after_a_known_divergence_in_that_case_is_its_consequence()
     pair.begin_case()
     with pytest.raises(Divergence, match="errno differs"):
         _ioas_alloc(pair, fd)
+
+
+def test_what_only_the_secondary_made_under_fault_injection_is_undone():
+    # The primary fails the call (its fault point is reached), the secondary's is not:
+    # the caller sees the failure, so the secondary's new fd and object must go, or they
+    # keep its context (and the pages its objects pin) alive after the caller's close.
+    pair = _pair()
+    fd = pair.open("/dev/iommu")
+    sfd = pair.maps.to_secondary(Kind.FD, 0, fd)
+    pair.fail_nth_write(1)
+    pair.secondary.fail_nth_write(0)
+    with pytest.raises(OSError) as failed:
+        pair.ioctl(fd, u.IOMMU_FAULT_QUEUE_ALLOC, new_cmd("iommu_fault_alloc"))
+    assert failed.value.errno == errno.ENOMEM
+    pair.fail_nth_write(0)
+    with pytest.raises(OSError) as gone:  # the secondary's fault object was destroyed
+        pair.secondary.ioctl(sfd, u.IOMMU_DESTROY, new_cmd("iommu_destroy", {"id": 1}))
+    assert gone.value.errno == errno.ENOENT
+    with pytest.raises(OSError) as closed:  # and its fd closed
+        pair.secondary.close(sfd + 1)
+    assert closed.value.errno == errno.EBADF

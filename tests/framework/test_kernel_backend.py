@@ -5,6 +5,7 @@ forked children, /proc/<pid>/status, capabilities)."""
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import signal
 import subprocess
@@ -178,6 +179,15 @@ def test_memfd_mmap_shares_pages(be):
     assert os.fstat(fd).st_size == 2 * be.page_size
     be.ftruncate(fd, 3 * be.page_size)
     assert os.fstat(fd).st_size == 3 * be.page_size
+
+
+def test_anonymous_mmap_takes_fd_minus_one(be):
+    # MAP_ANONYMOUS with fd -1, as vfio_dma_mapping_test maps its buffers.
+    addr = be.mmap(-1, be.page_size, 0, mmap.PROT_READ | mmap.PROT_WRITE,
+                   mmap.MAP_ANONYMOUS | mmap.MAP_PRIVATE)
+    be.poke(addr, b"anon")
+    assert be.peek(addr, 4) == b"anon"
+    be.munmap(addr, be.page_size)
 
 
 def test_read_write_on_fds(be):
