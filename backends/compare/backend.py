@@ -78,6 +78,8 @@ class CompareBackend(Backend):
         self.maps = HandleMaps()
         self.log = CallLog()
         self._calls = [0]  # one count for a pair and the children forked from it
+        #: primary pid -> secondary pid, of this pair and its forked children (shared)
+        self._pids: dict[int, int] = {}
         self.reported: list[Reported] = []
         #: fds of fault queues -> the iommufd fd whose device IDs their records carry
         self._fault_fds: dict[int, int] = {}
@@ -273,9 +275,20 @@ class CompareBackend(Backend):
     def _undo_secondary(self, lay: Layout, sbefore: bytes, safter: bytes, sfd: int) -> None:
         """Fault injection failed the primary's call and the secondary's succeeded (the
         two count their fault points differently): the caller saw the failure, so what
-        the secondary made (fds, objects) would be orphans that keep its context and
-        pins alive. Close and destroy them, so both sides hold the same objects.
+        the secondary made (fds, objects, a PASID attachment) would be orphans that keep
+        its context and pins alive. Undo them, so both sides hold the same state.
         Best effort: an undo the secondary refuses shows up as a later divergence."""
+        if lay.call == "IOMMU_TEST_CMD/IOMMU_TEST_OP_PASID_ATTACH":
+            # An attachment, not an object: its undo is the detach (else the attached
+            # domain outlives the caller's close on this side only).
+            detach = ffi.new("struct iommu_test_cmd *")
+            ffi.memmove(detach, sbefore, min(len(sbefore), ffi.sizeof(detach[0])))
+            pasid = detach.pasid_attach.pasid
+            detach.op = u.IOMMU_TEST_OP_PASID_DETACH
+            detach.pasid_detach.pasid = pasid
+            with contextlib.suppress(OSError):
+                self.secondary.ioctl(sfd, u.IOMMU_TEST_CMD, detach)
+            return
         made = [(f.kind, value) for f in lay.fields
                 if f.kind in (Kind.FD, Kind.ID)
                 and (value := f.read(safter)) is not None and value != f.read(sbefore)]
@@ -530,13 +543,17 @@ class CompareBackend(Backend):
 
     # -- processes -------------------------------------------------------
     def getpid(self) -> int:
-        """The primary's pid."""
-        return self.primary.getpid()
+        """The primary's pid (paired with the secondary's, for :meth:`proc_status`)."""
+        pid = self.primary.getpid()
+        self._pids[pid] = self.secondary.getpid()
+        return pid
 
     def proc_status(self, field: str, pid: int = 0) -> int:
         """Both sides' ``/proc`` value (pinned and locked memory must agree)."""
         record = self._record("proc_status", (field, pid), f"proc_status {field}")
-        spid = pid if pid == 0 else self.secondary.getpid()
+        if pid and pid not in self._pids:
+            self.getpid()  # this process's own pair, the common case
+        spid = self._pids.get(pid, pid) if pid else 0
         self._both(record, lambda be: be.proc_status(field, pid),
                    lambda be: be.proc_status(field, spid))
         if self._same_errno(record) and record.results[0].error is None:

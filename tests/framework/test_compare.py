@@ -308,3 +308,25 @@ def test_what_only_the_secondary_made_under_fault_injection_is_undone():
     with pytest.raises(OSError) as closed:  # and its fd closed
         pair.secondary.close(sfd + 1)
     assert closed.value.errno == errno.EBADF
+
+
+def test_a_childs_look_at_its_parents_pins_reads_the_parent_on_both_sides():
+    # change_process: the child reads VmPin of its parent by pid, pids differ per side.
+    pair = _pair()
+    fd = pair.open("/dev/iommu")
+    buf = pair.alloc(4 * 4096)
+    ioas = _ioas_alloc(pair, fd)
+    _map(pair, fd, ioas, buf, 4096)
+    parent = pair.getpid()
+    child = pair.fork_child()
+    try:
+        assert isinstance(child, CompareBackend)
+        me = child.getpid()
+        assert me != parent
+        child.proc_status("VmPin", parent)  # compared: raises on a mismatch
+        child.proc_status("VmPin", me)
+        assert child._pids[parent] == pair.secondary.getpid()
+        assert child._pids[me] == child.secondary.getpid()
+    finally:
+        child.shutdown()
+    assert pair.divergences == 0
