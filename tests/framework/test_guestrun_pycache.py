@@ -45,17 +45,21 @@ def test_a_stale_source_is_rewritten_afresh(tmp_path: Path) -> None:
     pycs = rewritten_pycs(FILES, str(tmp_path))
     _write(tmp_path, FILES | pycs)
     source = tmp_path / "tests/grp/test_one.py"
-    os.utime(source, (SOURCE_MTIME + 5, SOURCE_MTIME + 5))
+    source.write_bytes(FILES["tests/grp/test_one.py"] + b"# edited\n")
+    os.utime(source, (SOURCE_MTIME, SOURCE_MTIME))  # stale by size and by hash
     pyc = next(tmp_path.joinpath(rel) for rel in pycs if "test_one" in rel)
     assert _read_pyc(source, pyc) is None
 
 
 def test_pytest_runs_the_shipped_bytecode_with_assert_introspection(tmp_path: Path) -> None:
-    files = dict(FILES)
-    pycs = rewritten_pycs(files, str(tmp_path))
-    # A marker only the shipped bytecode carries: pytest must not recompile the source.
-    files["tests/grp/test_one.py"] = files["tests/grp/test_one.py"].replace(b"3", b"4")
-    _write(tmp_path, files | pycs)
+    on_disk = dict(FILES)
+    on_disk["tests/grp/test_one.py"] = on_disk["tests/grp/test_one.py"].replace(b"3", b"4")
+    # A marker only the shipped bytecode carries: code compiled from "== 3", under the
+    # header (mtime and size, or hash: 16 bytes either way) of the source on disk, "== 4".
+    header = rewritten_pycs(on_disk, str(tmp_path))
+    body = rewritten_pycs(FILES, str(tmp_path))
+    pycs = {rel: header[rel][:16] + body[rel][16:] for rel in header}
+    _write(tmp_path, on_disk | pycs)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                            "-p", "no:iommufd", "tests/grp/test_one.py"], cwd=tmp_path,
