@@ -330,3 +330,26 @@ def test_a_childs_look_at_its_parents_pins_reads_the_parent_on_both_sides():
     finally:
         child.shutdown()
     assert pair.divergences == 0
+
+
+def test_a_pasid_attachment_only_the_secondary_made_under_fault_injection_is_detached():
+    from harness.helpers.core import Iommufd
+    from harness.helpers.ioas import Ioas
+    from harness.helpers.pasid import pasid_attach, pasid_check_hwpt
+    from harness.helpers.selftest import hwpt_alloc, mock_domain_flags, mock_domain_replace
+
+    pair = _pair()
+    fd = pair.open("/dev/iommu")
+    both = Iommufd(pair, fd)
+    ioas = Ioas.alloc(both)
+    dom = mock_domain_flags(both, ioas.id, u.MOCK_FLAGS_DEVICE_PASID)
+    hwpt = hwpt_alloc(both, dom.idev_id, ioas.id, u.IOMMU_HWPT_ALLOC_PASID)
+    mock_domain_replace(both, dom.stdev_id, hwpt)  # a PASID needs a PASID-capable RID domain
+    pair.fail_nth_write(1)
+    pair.secondary.fail_nth_write(0)  # only the primary's call fails
+    with pytest.raises(OSError):
+        pasid_attach(both, dom.stdev_id, 1, hwpt)
+    pair.fail_nth_write(0)
+    secondary = Iommufd(pair.secondary, pair.maps.to_secondary(Kind.FD, 0, fd))
+    # Nothing attached on the secondary either (else its hwpt outlives the caller's close).
+    pasid_check_hwpt(secondary, pair.maps.to_secondary(Kind.ID, fd, dom.stdev_id), 1, 0)
