@@ -242,11 +242,9 @@ def test_a_saved_guest_restores_and_a_bad_state_boots_afresh(tmp_path, capsys):
     assert len(states) == 1 and states[0].stat().st_size > 1 << 20
     assert "guest state saved for warm starts" in capsys.readouterr().err
 
-    started = time.monotonic()
     warm = boot()
     try:
-        assert warm._info["restored"] == str(states[0])
-        assert time.monotonic() - started < 10  # a cold TCG boot with preload: ~20 s
+        assert warm._info["restored"] == str(states[0])  # (its speed: bench_qemu)
         assert _ioas_alloc(warm, warm.open("/dev/iommu")) == 1
         assert {"selftest", "vfio_cdev"} <= warm.features
     finally:
