@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from backends.contract import BackendError
 from backends.kernel.rpc.client import RemoteBackend
 from backends.qemu.errors import GuestCrashed
 from backends.qemu.guest import Guest
-from backends.qemu.launcher import ImageLauncher, Launcher
+from backends.qemu.launcher import ImageLauncher, Launcher, progress
 from backends.qemu.protocol import OK, reply_error
 from backends.qemu.snapshot import PRELOAD, SnapshotError, SnapshotStore, qmp_args
 from backends.qemu.splats import Splat
@@ -42,10 +41,6 @@ SELFTESTS = ("/selftests/iommufd", "/selftests/iommufd_fail_nth", "/selftests/vf
 RESTORE_TIMEOUT = 30.0
 
 _T = TypeVar("_T")
-
-
-def _progress(message: str) -> None:
-    print(f"[qemu] {message}", file=sys.stderr, flush=True)
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -128,7 +123,7 @@ class QemuBackend(RemoteBackend):
             self._info = guest.boot()
         except BackendError as exc:
             first = str(exc).splitlines()[0]
-            _progress(f"saved guest state {store.path} did not restore ({first}); "
+            progress(f"saved guest state {store.path} did not restore ({first}); "
                       "deleted, booting afresh")
             store.discard()
             return None
@@ -144,9 +139,9 @@ class QemuBackend(RemoteBackend):
                 raise SnapshotError(f"preload: {payload}")
             seconds = store.save(qmp_path)
         except (SnapshotError, OSError) as exc:
-            _progress(f"guest state not saved for warm starts: {exc}")
+            progress(f"guest state not saved for warm starts: {exc}")
             return
-        _progress(f"guest state saved for warm starts in {seconds:.1f} s: {store.path}")
+        progress(f"guest state saved for warm starts in {seconds:.1f} s: {store.path}")
 
     def shutdown(self) -> None:
         """Power the guest off (killing QEMU if it does not go) and clean up. Idempotent."""

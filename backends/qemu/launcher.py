@@ -66,7 +66,8 @@ def run_log_dir(base: Path, arch: str) -> Path:
     return path
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
+    """A ``[qemu]`` progress line on stderr (image builds, warm starts)."""
     print(f"[qemu] {message}", file=sys.stderr, flush=True)
 
 
@@ -74,7 +75,7 @@ class ImageLauncher:
     """Boots the guest image vm_images builds for ``arch`` (cached by its inputs)."""
 
     def __init__(self, arch: str, *, log_dir: Path | None = None,
-                 progress: Callable[[str], None] = _progress, memory: str = "2G",
+                 progress: Callable[[str], None] = progress, memory: str = "2G",
                  smp: int = 2) -> None:
         self.arch = arch
         self._log_base = log_dir
