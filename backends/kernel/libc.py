@@ -65,14 +65,6 @@ def ioctl_arg(arg: Any) -> Any:
     return ffi.cast("void *", arg)
 
 
-def argument_buffer(arg: Any) -> Any:
-    """The writable buffer of a cdata ioctl argument (struct pointer or array); None for
-    None, an integer, NULL or an untyped pointer, which pass as they are."""
-    if arg is None or isinstance(arg, int) or not argument_length(arg):
-        return None
-    return ffi.buffer(arg)
-
-
 #: ctype -> its buffer's length (0: a pointer passed as it is, -1: known per value);
 #: the same few struct types go by on every call, and under TCG each cffi query counts
 LENGTHS: dict[Any, int] = {}
