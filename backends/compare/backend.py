@@ -157,12 +157,13 @@ class CompareBackend(Backend):
         """The reason for a divergence that follows a known one in the same case: from
         there on the sides hold different state (7.3's DMABUF_GET returns 0 for the fd,
         the case then maps fd 0), so what differs later is its consequence."""
-        first = self.log.records[0].index if self.log.records else None
-        for earlier in self.reported:
-            if first is not None and earlier.index >= first and earlier.reason is not None:
-                return (f"follows the known divergence at call #{earlier.index} "
-                        f"{earlier.call} in this case")
-        return None
+        if not self.log.records:
+            return None
+        first = self.log.records[0].index
+        earlier = next((r for r in self.reported if r.index >= first and r.reason), None)
+        if earlier is None:
+            return None
+        return f"follows the known divergence at call #{earlier.index} {earlier.call} in this case"
 
     def _settle(self, record: Record) -> Any:
         """Return the primary's result of a compared call (or raise its error)."""

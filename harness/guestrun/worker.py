@@ -128,14 +128,13 @@ def run_session(io: JobIO, files: dict[str, bytes], args: list[str],
     os.dup2(log_fd, 2)
     worker = Worker(io, nodeids)
     paths = sorted({nodeid.split("::", 1)[0] for nodeid in nodeids})
-    # The plugin by module name, and no entry-point plugins: the host runs those that
-    # shape a run (xdist, timeout), and scanning every installed distribution for them
-    # costs the guest's session a noticeable share of its start under TCG. (Where this
-    # worker runs on a host, as in the project's own tests, iommufd's entry point is
-    # blocked too, so that the plugin is not registered twice.)
+    # The plugin by module name, and no entry-point plugins (so not the plugin's own
+    # entry point either, where this worker runs on a host in the project's tests): the
+    # host runs those that shape a run (xdist, timeout), and scanning every installed
+    # distribution for them costs the guest's session a noticeable share of its start.
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     argv = ["-c", "pytest.ini", "--rootdir", str(root), *_UNUSED_PLUGINS,
-            "-p", "no:iommufd", "-p", "harness.plugin", *args, *paths]
+            "-p", "harness.plugin", *args, *paths]
     code = int(pytest.main(argv, plugins=[worker]))
     if not worker.ready:
         # pytest stopped before running anything (a usage or internal error): the
