@@ -118,36 +118,85 @@ def check_call(call: Call) -> None:
         raise ValueError(f"not a contract call: {op!r} (valid: {', '.join(CONTRACT_CALLS)})")
 
 
+#: ``(calls, start, end, stop_on_error) -> outcomes``: runs ``calls[start:end]``, all
+#: ioctls, some faster way (a backend's native loop), and returns the outcomes of a
+#: prefix of them; the call after that prefix (if not stopped by an error) then runs the
+#: ordinary way. None or [] declines the first.
+IoctlRun = Callable[[Sequence[Call], int, int, bool], list[Outcome] | None]
+
+
+def _is_buffer_ioctl(call: Call) -> bool:
+    return call[0] == "ioctl" and len(call) >= 4 and call[3] is not None \
+        and not isinstance(call[3], int)
+
+
+class _Outputs(Sequence[Any]):
+    """Each ioctl's argument buffer after it ran, for later calls' links: the first
+    ``ran`` calls' cdata (None for other calls), read only when a link asks."""
+
+    def __init__(self, calls: Sequence[Call]) -> None:
+        self.calls = calls
+        self.ran = 0
+
+    def __len__(self) -> int:
+        return self.ran
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, int) or not 0 <= index < self.ran:
+            raise IndexError(f"output {index!r} of {self.ran}")
+        call = self.calls[index]
+        return call[3] if _is_buffer_ioctl(call) else None
+
+
 def run_calls(backend: Backend, calls: Sequence[Call], *,
-              stop_on_error: bool = False) -> list[Outcome]:
+              stop_on_error: bool = False, run_ioctls: IoctlRun | None = None) -> list[Outcome]:
     """Run ``calls`` in order on ``backend``; with ``stop_on_error`` the list
-    ends with the first failed call."""
-    for call in calls:
-        check_call(call)
+    ends with the first failed call. ``run_ioctls``, when given, is offered each run
+    of consecutive ioctls first; the ones it declines go one by one."""
+    if not all(call and call[0] in CONTRACT_CALLS for call in calls):
+        for call in calls:
+            check_call(call)
     outcomes: list[Outcome] = []
-    # Each ioctl's argument buffer after it ran, for later calls' links.
-    outputs: list[Any] = []
-    for call in calls:
-        op = call[0]
-        is_ioctl = op == "ioctl" and len(call) >= 4 and call[3] is not None \
-            and not isinstance(call[3], int)
-        # The cdata itself: a buffer view is made only when a later call links to it.
-        outputs.append(call[3] if is_ioctl else None)
-        try:
-            if is_ioctl and len(call) > 4 and call[4]:
-                apply_links(_ffi.buffer(call[3]), call[4], outputs)
-            outcomes.append(Outcome(CONTRACT_CALLS[op](backend, *call[1:])))
-        except (OSError, RuntimeError) as exc:
-            # An errno is the kernel's answer, not a Python failure: its traceback would
-            # keep every frame of the call alive (and walked by the GC) for as long as
-            # the batch's outcomes live; thousands of expected errnos in one batch made
-            # the mock suite spend seconds in the collector.
-            if isinstance(exc, OSError):
-                exc = exc.with_traceback(None)
-            outcomes.append(Outcome(error=exc))
-            if stop_on_error:
-                break
+    outputs = _Outputs(calls)
+    index = 0
+    while index < len(calls):
+        if run_ioctls is not None and calls[index][0] == "ioctl":
+            end = index + 1
+            while end < len(calls) and calls[end][0] == "ioctl":
+                end += 1
+            done = run_ioctls(calls, index, end, stop_on_error) if end - index > 1 else None
+            if done:
+                outcomes += done
+                index += len(done)
+                if stop_on_error and not done[-1].ok:
+                    break
+                if index == end:
+                    continue
+                # The call it declined runs the ordinary way, just below.
+        outputs.ran = index + 1
+        if not _run_one(backend, calls[index], outputs, outcomes) and stop_on_error:
+            break
+        index += 1
     return outcomes
+
+
+def _run_one(backend: Backend, call: Call, outputs: Sequence[Any],
+             outcomes: list[Outcome]) -> bool:
+    """Run one call, appending its outcome; whether it succeeded."""
+    try:
+        if len(call) > 4 and call[4] and _is_buffer_ioctl(call):
+            apply_links(_ffi.buffer(call[3]), call[4], outputs)
+        outcomes.append(Outcome(CONTRACT_CALLS[call[0]](backend, *call[1:])))
+    except (OSError, RuntimeError) as exc:
+        # An errno is the kernel's answer, not a Python failure: its traceback would
+        # keep every frame of the call alive (and walked by the GC) for as long as
+        # the batch's outcomes live; thousands of expected errnos in one batch made
+        # the mock suite spend seconds in the collector.
+        if isinstance(exc, OSError):
+            exc = exc.with_traceback(None)
+        outcomes.append(Outcome(error=exc))
+        return False
+    return True
 
 
 def batch(backend: Backend, calls: Sequence[Call], *,

@@ -25,12 +25,13 @@ from typing import Any
 from vm_images import cpio
 from vm_images.arch import Arch
 from vm_images.cache import build_once, file_digest, input_key, prune_entries
+from vm_images.kernel import compiler_version
 from vm_images.runtime import GUEST_SITE, source_digest, stage_runtime
 from vm_images.selftests import Selftests
 from vm_images.steps import Progress, Reporter
 from vm_images.userspace import Userspace, compile_python
 
-RECIPE = "initramfs-2"
+RECIPE = "initramfs-3"
 #: Finished initramfs entries kept (all architectures together) when a new one is built;
 #: older ones go once they are an hour old. Each is about 45 MB and takes a second to
 #: rebuild, and every edit of the runtime makes one.
@@ -58,7 +59,8 @@ def build_initramfs(arch: Arch, userspace: Userspace, selftests: Selftests, *,
                     progress: Progress = print) -> tuple[Initramfs, bool]:
     """The initramfs for ``arch`` from its parts, built now or found in the cache."""
     report = Reporter(f"initramfs {arch.name}", progress)
-    key = initramfs_key(arch, userspace.key, selftests.key, source_digest(),
+    key = initramfs_key(arch, userspace.key, selftests.key,
+                        source_digest() + compiler_version(arch),
                         file_digest(INIT) + file_digest(VFIO_SELFTESTS))
 
     def build(entry: Path) -> dict[str, Any]:
@@ -68,6 +70,7 @@ def build_initramfs(arch: Arch, userspace: Userspace, selftests: Selftests, *,
         staged = entry / "runtime"
         shutil.rmtree(staged, ignore_errors=True)
         packages = stage_runtime(staged)
+        _build_ioctl_loop(arch, staged / GUEST_SITE, log, report)
         compile_python(staged, [staged / GUEST_SITE], log, report)
         image = entry / ("initramfs.cpio" if GZIP_LEVEL is None else "initramfs.cpio.gz")
         report.say(f"writing {image} (log: {log})")
@@ -86,6 +89,17 @@ def build_initramfs(arch: Arch, userspace: Userspace, selftests: Selftests, *,
     if hit:
         report.say(f"cached: {result.path}")
     return result, hit
+
+
+def _build_ioctl_loop(arch: Arch, site: Path, log: Path, report: Reporter) -> None:
+    """The kernel backend's native ioctl loop (backends/kernel/ioctl_loop.c), built for
+    the guest's architecture beside its source, where backends.kernel.native finds it."""
+    from backends.kernel import native
+
+    target = site / native.PREBUILT.relative_to(native.SOURCE.parents[2])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    report.run("build the native ioctl loop",
+               native.compile_argv(f"{arch.cross_prefix}gcc", target), log, quiet=True)
 
 
 def initramfs_key(arch: Arch, userspace_key: str, selftests_key: str, runtime_digest: str,

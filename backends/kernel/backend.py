@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import os
 import platform
+from collections.abc import Sequence
 from typing import Any
 
+from backends.calls import Call, Outcome, run_calls
 from backends.contract import (
     MAP_SHARED,
     PROT_READ,
@@ -16,7 +18,7 @@ from backends.contract import (
     Features,
     IoctlArg,
 )
-from backends.kernel import caps, faultinject, features, libc, procfs
+from backends.kernel import caps, faultinject, features, libc, native, procfs
 from backends.kernel.diagnose import DEV_IOMMU, missing_iommufd_reason
 from backends.kernel.fork import fork_backend
 from backends.kernel.guard import GuardArea
@@ -53,6 +55,23 @@ def _struct_fits(arg: Any, lengths: dict[Any, int] = libc.LENGTHS,
     defaults: under TCG every global lookup counts)."""
     length = lengths.get(typeof(arg), 0)
     return length > 0 and arg != null and cast(u32_ptr, arg)[0] <= length
+
+
+def _direct_arg(arg: IoctlArg) -> Any:
+    """ioctl(2)'s third argument for ``arg``, or None when the kernel would read past the
+    caller's buffer (the call then goes through the guard page). An int or None is cast
+    here, before any fail-nth arming: nothing allocates in the armed window."""
+    if arg is None or isinstance(arg, int):
+        return libc.ioctl_arg(arg)
+    if _struct_fits(arg):
+        # The kernel reads no further than the buffer: the cdata goes as it is (the
+        # copy to the guard page costs more than the ioctl under TCG), and a pointer
+        # cdata needs no cast to ioctl's void * argument.
+        return arg
+    length = libc.argument_length(arg)
+    if length and libc.reads_past(arg, length):
+        return None
+    return arg
 
 
 class KernelBackend(Backend):
@@ -98,6 +117,7 @@ class KernelBackend(Backend):
         self._mem = ProcessMemory()
         self._fail_nth = faultinject.FailNth()
         self._lib_ioctl = libc.lib.ioctl
+        self._loop = native.load()
         self._guard = GuardArea(self.page_size)
         self._closed = False
 
@@ -149,18 +169,9 @@ class KernelBackend(Backend):
         """ioctl(2); a cdata argument is copied to end at a guard page (see
         :mod:`backends.kernel.guard`) and its bytes copied back after the call, on
         success and on failure alike."""
-        if arg is None or isinstance(arg, int):
-            carg = libc.ioctl_arg(arg)  # cast before arming: nothing allocates in the window
-        elif _struct_fits(arg):
-            # The kernel reads no further than the buffer: the cdata goes as it is (the
-            # copy to the guard page costs more than the ioctl under TCG), and a pointer
-            # cdata needs no cast to ioctl's void * argument.
-            carg = arg
-        else:
-            length = libc.argument_length(arg)
-            if length and libc.reads_past(arg, length):
-                return self._guarded_ioctl(fd, request, arg)
-            carg = arg
+        carg = _direct_arg(arg)
+        if carg is None:
+            return self._guarded_ioctl(fd, request, arg)
         if not self._fail_nth.idle:
             ret: int = self._fail_nth.call(libc.raw_ioctl, fd, request, carg)
             return ret
@@ -169,6 +180,19 @@ class KernelBackend(Backend):
         if ret < 0:
             libc.raise_errno()
         return ret
+
+    def batch(self, calls: Sequence[Call], *, stop_on_error: bool = False) -> list[Outcome]:
+        """Run ``calls`` as :func:`backends.calls.run_calls` does, each run of plain
+        ioctls in one native loop (:mod:`backends.kernel.native`) when the library is
+        there and no fail-nth count is pending (armed calls go one by one)."""
+        return run_calls(self, calls, stop_on_error=stop_on_error,
+                         run_ioctls=None if self._loop is None else self._native_ioctls)
+
+    def _native_ioctls(self, calls: Sequence[Call], start: int, end: int,
+                       stop_on_error: bool) -> list[Outcome] | None:
+        if self._loop is None or not self._fail_nth.idle:
+            return None  # an armed count: each call goes through FailNth.call
+        return self._loop.run(calls, start, end, stop_on_error)
 
     def _guarded_ioctl(self, fd: int, request: int, arg: Any) -> int:
         buf = libc.ffi.buffer(arg)

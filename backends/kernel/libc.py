@@ -47,14 +47,18 @@ _LINUX_CAPABILITY_U32S_3 = 2
 _strerror: dict[int, str] = {}
 
 
-def raise_errno() -> None:
-    """Raise OSError with the errno libc left."""
-    err = ffi.errno
+def errno_error(err: int) -> OSError:
+    """The OSError for errno ``err``, as raised for a failed call."""
     # strerror(3) is slow under TCG (locale lookups); failing ioctls are common.
     message = _strerror.get(err)
     if message is None:
         message = _strerror[err] = os.strerror(err)
-    raise OSError(err, message)
+    return OSError(err, message)
+
+
+def raise_errno() -> None:
+    """Raise OSError with the errno libc left."""
+    raise errno_error(ffi.errno)
 
 
 def ioctl_arg(arg: Any) -> Any:
