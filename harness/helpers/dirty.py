@@ -92,6 +92,12 @@ def pasid_detach(fd: Iommufd, stdev_id: int, pasid: int) -> None:
     run_test_cmd(fd, u.IOMMU_TEST_OP_PASID_DETACH, stdev_id, pasid_detach={"pasid": pasid})
 
 
+def _repeat(pattern: int, period: int, count: int) -> int:
+    """``pattern`` at bits 0, period, 2*period, ... (``count`` times): the geometric
+    series, where a loop of big-int ORs is quadratic in the bitmap's size."""
+    return pattern * (((1 << (period * count)) - 1) // ((1 << period) - 1))
+
+
 def _expect_bits(data: bytes, nbits: int, expected: int, what: str) -> None:
     """Bits ``[0, nbits)`` of the bitmap ``data`` must be those of ``expected``; the
     first bit that differs is the one reported."""
@@ -123,18 +129,15 @@ def check_mock_dirty_bitmaps(fd: Iommufd, hwpt_id: int, length: int, iova: int,
     check_size = max(bitmap_size, -(-checked // 8))
     backend = fd.backend
 
-    seed = bytearray(bitmap_size)
-    for i in range(0, nbits, pteset):
-        seed[i >> 3] |= 1 << (i & 7)
-    backend.poke(bitmap, bytes(seed))
+    runs = -(-nbits // pteset)  # the run pairs starting below nbits
+    # Bit i of every run pair starting at i < nbits.
+    seed = _repeat(1, pteset, runs)
+    backend.poke(bitmap, seed.to_bytes(bitmap_size, "little"))
     out_dirty = mock_domain_set_dirty(fd, hwpt_id, length, iova, page_size, bitmap)
     assert out_dirty == nr, f"IOMMU_TEST_OP_DIRTY marked {out_dirty}, expected {nr}"
 
     # Each run pair: its first npte bits dirty (bit i among them), the rest clean.
-    run = (1 << npte) - 1
-    dirty = 0
-    for i in range(0, nbits, pteset):
-        dirty |= run << i
+    dirty = _repeat((1 << npte) - 1, pteset, runs)
 
     backend.poke(bitmap, bytes(bitmap_size))
     get_dirty_bitmap(fd, hwpt_id, length, iova, page_size, bitmap, flags)
