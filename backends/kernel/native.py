@@ -44,11 +44,11 @@ ENV = "IOMMUFD_NATIVE_IOCTLS"
 CFLAGS = ("-O2", "-shared", "-fPIC", "-U_FORTIFY_SOURCE")
 
 _CDEF = """
-    struct ih_link { void *dst; const void *src; unsigned long size; };
+    struct ih_link { long call; long dst_offset; long src; long src_offset; long size; };
     long ih_run_ioctls(long count, const long *fds, const unsigned long *requests,
-                       void *const *args, const unsigned long *lengths,
-                       const long *link_start, const struct ih_link *links,
-                       long *rets, long *errs, int stop_on_error);
+                       void *const *args, const unsigned long *lengths, long nlinks,
+                       const struct ih_link *links, long *rets, long *errs,
+                       int stop_on_error);
 """
 
 
@@ -58,7 +58,8 @@ class _Prepared:
     changed); holding the tuples keeps their buffers, whose addresses are in here.
 
     The arrays may cover only a prefix of ``calls``: up to the first call with a link
-    the loop cannot apply (see :func:`_resolve`), which the Python path then runs.
+    from outside the run, which the Python path then runs (the loop checks the rest of
+    each link, and each size field, as it goes).
     """
 
     def __init__(self, ffi: Any, calls: list[Call], start: int) -> None:
@@ -66,30 +67,29 @@ class _Prepared:
         self.ids = list(map(id, calls))
         args: list[Any] = []
         lengths: list[int] = []
-        link_start = [0]
-        links: list[tuple[Any, Any, int]] = []
+        links: list[tuple[int, int, int, int, int]] = []
+        length_of = libc.fast_argument_length
+        ioctl_arg = libc.ioctl_arg
         for index, call in enumerate(calls):
             arg = call[3] if len(call) > 3 else None
-            resolved = [_resolve(ffi, calls, index, start, arg, link)
-                        for link in (call[4] if len(call) > 4 and call[4] else ())]
-            if not all(resolved):
-                calls = calls[:index]
-                break
-            links += [item for item in resolved if item is not None]
-            link_start.append(len(links))
+            if len(call) > 4 and call[4]:
+                if not all(start <= link.src < start + index for link in call[4]):
+                    break
+                links += [(index, link.dst_offset, link.src - start, link.src_offset,
+                           link.size) for link in call[4]]
             if arg is None or isinstance(arg, int):
-                args.append(libc.ioctl_arg(arg))
+                args.append(ioctl_arg(arg))
                 lengths.append(0)
             else:
                 args.append(arg)
-                lengths.append(libc.argument_length(arg))
+                lengths.append(length_of(arg))
         count = len(args)
         self.count = count
-        self.fds = ffi.new("long[]", [call[1] for call in calls])
-        self.requests = ffi.new("unsigned long[]", [call[2] for call in calls])
+        self.fds = ffi.new("long[]", [call[1] for call in calls[:count]])
+        self.requests = ffi.new("unsigned long[]", [call[2] for call in calls[:count]])
         self.args = ffi.new("void *[]", args)
         self.lengths = ffi.new("unsigned long[]", lengths)
-        self.link_start = ffi.new("long[]", link_start)
+        self.nlinks = len(links)
         self.links = ffi.new("struct ih_link[]", links) if links else ffi.NULL
         self.rets = ffi.new("long[]", count)
         self.errs = ffi.new("long[]", count)
@@ -110,14 +110,14 @@ class IoctlLoop:
         """Run ``calls[start:end]`` (all ioctls) and return the outcomes of those run:
         all of them, or up to the first failure with ``stop_on_error``, or up to (not
         including) the first one the Python path must take (an argument the kernel would
-        read past, or a link with a source that is no earlier buffer of this run)."""
+        read past, or a link that does not fit or comes from outside the run)."""
         segment = list(calls[start:end])
         prepared = self._last
         if prepared is None or prepared.ids != list(map(id, segment)):
             prepared = self._last = _Prepared(self.ffi, segment, start)
         done = self._lib.ih_run_ioctls(
             prepared.count, prepared.fds, prepared.requests, prepared.args,
-            prepared.lengths, prepared.link_start, prepared.links, prepared.rets,
+            prepared.lengths, prepared.nlinks, prepared.links, prepared.rets,
             prepared.errs, stop_on_error)
         if not done:
             return []
@@ -127,26 +127,6 @@ class IoctlLoop:
             return list(map(Outcome, rets))
         return [Outcome(ret) if ret >= 0 else Outcome(error=libc.errno_error(err))
                 for ret, err in zip(rets, errs, strict=True)]
-
-
-def _resolve(ffi: Any, calls: Sequence[Call], index: int, start: int, arg: Any,
-             link: Any) -> tuple[Any, Any, int] | None:
-    """A Link of call ``index`` of a run that starts at batch call ``start``, as (dst,
-    src, size) addresses; None when its source is no earlier buffer of the same run, a
-    range falls outside either buffer, or it would rewrite the ``size`` field the loop
-    checks."""
-    src = link.src - start
-    if not 0 <= src < index or link.dst_offset < 4 or link.size < 0 \
-            or arg is None or isinstance(arg, int):
-        return None
-    src_arg = calls[src][3] if len(calls[src]) > 3 else None
-    if src_arg is None or isinstance(src_arg, int | bytes | bytearray):
-        return None
-    if link.src_offset < 0 or link.src_offset + link.size > libc.argument_length(src_arg) \
-            or link.dst_offset + link.size > libc.argument_length(arg):
-        return None
-    return (ffi.cast("char *", arg) + link.dst_offset,
-            ffi.cast("char *", src_arg) + link.src_offset, link.size)
 
 
 _loaded: tuple[IoctlLoop | None, str] | None = None

@@ -145,3 +145,15 @@ def test_the_loop_can_be_turned_off(monkeypatch):
     monkeypatch.setenv(native.ENV, "/nonexistent/ioctl_loop.so")
     assert native.load() is None
     assert native.load_reason().startswith("cannot load /nonexistent/ioctl_loop.so")
+
+
+def test_a_link_past_its_buffer_fails_as_on_the_python_path(be, pipe):
+    def calls(bufs: list[Any]) -> list[Call]:
+        return [("ioctl", pipe, termios.FIONREAD, bufs[0]),
+                ("ioctl", pipe, UNKNOWN, bufs[1], (Link(60, 0, 0, 8),))]  # 60 + 8 > 64
+
+    with pytest.raises(ValueError) as python_path:
+        run_calls(be, calls(_buffers(2)))
+    with pytest.raises(ValueError) as loop:
+        be.batch(calls(_buffers(2)))
+    assert str(loop.value) == str(python_path.value)
