@@ -39,6 +39,8 @@ KEEP = 12
 INIT = Path(__file__).resolve().parent / "guest" / "init"
 #: /selftests/vfio: runs the VFIO selftests against the guest's edu (for the lineup)
 VFIO_SELFTESTS = INIT.parent / "vfio-selftests"
+#: /bin/bind-edu: hands edu to vfio-pci (at boot, and after a warm start's restore)
+BIND_EDU = INIT.parent / "bind-edu"
 #: The archive is not compressed: under TCG the guest kernel spent 1.3 s of every boot
 #: inflating 15 MB of gzip (2.9 s to unpack against 1.4 s for the plain 44 MB), and
 #: guests are booted far more often than images are built. The disk costs 44 MB.
@@ -61,7 +63,8 @@ def build_initramfs(arch: Arch, userspace: Userspace, selftests: Selftests, *,
     report = Reporter(f"initramfs {arch.name}", progress)
     key = initramfs_key(arch, userspace.key, selftests.key,
                         source_digest() + compiler_version(arch),
-                        file_digest(INIT) + file_digest(VFIO_SELFTESTS))
+                        file_digest(INIT) + file_digest(VFIO_SELFTESTS)
+                        + file_digest(BIND_EDU))
 
     def build(entry: Path) -> dict[str, Any]:
         start = time.monotonic()
@@ -121,6 +124,7 @@ def _entries(userspace: Path, runtime: Path, selftests: Selftests) -> Iterator[c
         yield cpio.file(f"selftests/{program.name}", program, 0o755)
     yield cpio.file("selftests/vfio", VFIO_SELFTESTS, 0o755)
     yield cpio.file("init", INIT, 0o755)
+    yield cpio.file("bin/bind-edu", BIND_EDU, 0o755)
     # Enough of an account database for getpwuid(0) (Python's getpass, ~ expansion).
     yield cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     yield cpio.file("etc/group", b"root:x:0:\n")

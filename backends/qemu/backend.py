@@ -48,6 +48,10 @@ def _env_seconds(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+#: the guest's script that hands edu to vfio-pci; ``--rescan`` after a restore
+REBIND_EDU = "/bin/bind-edu"
+
+
 class QemuBackend(RemoteBackend):
     """The contract in a QEMU guest of ``arch`` (booted at construction).
 
@@ -126,6 +130,16 @@ class QemuBackend(RemoteBackend):
             progress(f"saved guest state {store.path} did not restore ({first}); "
                       "deleted, booting afresh")
             store.discard()
+            return None
+        # QEMU keeps no state of edu: enumerate it afresh (see vm_images/guest/bind-edu).
+        try:
+            status, payload = guest.call("run", ([REBIND_EDU, "--rescan"], 60.0), 90.0)
+        except BackendError as exc:
+            status, payload = -1, str(exc)
+        if status != OK or payload[0] != 0:
+            progress(f"restored guest could not re-enumerate edu ({payload}); "
+                     "booting afresh")
+            guest.kill()
             return None
         self._info["restored"] = str(store.path)
         return guest

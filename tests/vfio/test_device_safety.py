@@ -42,6 +42,26 @@ def sh(guest: GuestRunner, script: str, timeout: float = 120.0) -> str:
     return text
 
 
+IFF_UP = 0x1
+# SIOCGIFFLAGS / SIOCSIFFLAGS on an AF_UNIX socket: the guest kernel has no INET (and so
+# busybox's `ip link` has no socket to ask with), but any socket reaches the device ioctls.
+_SET_LINK = """
+import fcntl, socket, struct, sys
+name, up = sys.argv[1].encode(), sys.argv[2] == "up"
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+flags = struct.unpack_from("H", fcntl.ioctl(sock, 0x8913, struct.pack("16sH22x", name, 0)), 16)[0]
+flags = flags | 1 if up else flags & ~1
+fcntl.ioctl(sock, 0x8914, struct.pack("16sH22x", name, flags))
+"""
+
+
+def set_link(guest: GuestRunner, iface: str, *, up: bool) -> None:
+    """Bring ``iface`` up or down in the guest (what ``ip link set dev IFACE up`` does)."""
+    code, output, _ = guest.run(["python3", "-c", _SET_LINK, iface, "up" if up else "down"],
+                                60.0)
+    assert code == 0, output.decode("utf-8", "replace")
+
+
 def status(guest: GuestRunner, bdf: str = IGB) -> dict[str, Any]:
     """The device's driver, cdev and pending records in the guest."""
     result: list[dict[str, Any]] = run_in_guest(guest, ["status", bdf])
@@ -94,13 +114,14 @@ def test_an_interface_that_is_up_is_refused(guest: GuestRunner,
     if igb_driver is None:
         pytest.skip("the guest kernel has no igb driver, so igb has no interface")
     iface = sh(guest, f"ls /sys/bus/pci/devices/{IGB}/net").split()[0]
-    sh(guest, f"ip link set dev {iface} up")
+    set_link(guest, iface, up=True)
     try:
+        assert int(sh(guest, f"cat /sys/class/net/{iface}/flags"), 16) & IFF_UP
         reason = refused(guest, IGB, "--allow-bind")
         assert f"network interface {iface} is up" in reason
         assert status(guest)["driver"] == "igb", "a driver was touched before the refusal"
     finally:
-        sh(guest, f"ip link set dev {iface} down")
+        set_link(guest, iface, up=False)
 
 
 def test_the_console_channel_is_refused(guest: GuestRunner) -> None:
