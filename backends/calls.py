@@ -159,11 +159,13 @@ def run_calls(backend: Backend, calls: Sequence[Call], *,
     outcomes: list[Outcome] = []
     outputs = _Outputs(calls)
     index = 0
+    end = 0  # the end of the current run of consecutive ioctls
     while index < len(calls):
         if run_ioctls is not None and calls[index][0] == "ioctl":
-            end = index + 1
-            while end < len(calls) and calls[end][0] == "ioctl":
-                end += 1
+            if index >= end:
+                end = index + 1
+                while end < len(calls) and calls[end][0] == "ioctl":
+                    end += 1
             done = run_ioctls(calls, index, end, stop_on_error) if end - index > 1 else None
             if done:
                 outcomes += done
@@ -188,15 +190,40 @@ def _run_one(backend: Backend, call: Call, outputs: Sequence[Any],
             apply_links(_ffi.buffer(call[3]), call[4], outputs)
         outcomes.append(Outcome(CONTRACT_CALLS[call[0]](backend, *call[1:])))
     except (OSError, RuntimeError) as exc:
-        # An errno is the kernel's answer, not a Python failure: its traceback would
-        # keep every frame of the call alive (and walked by the GC) for as long as
-        # the batch's outcomes live; thousands of expected errnos in one batch made
-        # the mock suite spend seconds in the collector.
-        if isinstance(exc, OSError):
-            exc = exc.with_traceback(None)
-        outcomes.append(Outcome(error=exc))
+        outcomes.append(_failed(exc))
         return False
     return True
+
+
+def _failed(exc: OSError | RuntimeError) -> Outcome:
+    # An errno is the kernel's answer, not a Python failure: its traceback would keep
+    # every frame of the call alive (and walked by the GC) for as long as the batch's
+    # outcomes live; thousands of expected errnos in one batch made the mock suite spend
+    # seconds in the collector.
+    if isinstance(exc, OSError):
+        exc = exc.with_traceback(None)
+    return Outcome(error=exc)
+
+
+def direct_ioctls(ioctl: Callable[..., int]) -> IoctlRun:
+    """An :data:`IoctlRun` for a backend in this process: the run's ioctls called
+    straight, without the per-call dispatch of :func:`run_calls` (the first one with
+    links is left to it)."""
+    def run(calls: Sequence[Call], start: int, end: int,
+            stop_on_error: bool) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for index in range(start, end):
+            call = calls[index]
+            if len(call) > 4 and call[4]:
+                break
+            try:
+                outcomes.append(Outcome(ioctl(*call[1:4])))
+            except (OSError, RuntimeError) as exc:
+                outcomes.append(_failed(exc))
+                if stop_on_error:
+                    break
+        return outcomes
+    return run
 
 
 def batch(backend: Backend, calls: Sequence[Call], *,

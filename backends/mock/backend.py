@@ -11,10 +11,12 @@ the model as user memory for the duration of the call, exactly the bytes
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from errno import EINVAL, ENOENT
 from typing import Any
 
 import uapi_headers as u
+from backends.calls import Call, Outcome, direct_ioctls, run_calls
 from backends.contract import (
     MAP_SHARED,
     PROT_READ,
@@ -175,6 +177,12 @@ class MockBackend(Backend):
             return file.ioctl(request, addr)
         finally:
             uaccess.unmap_arg()
+
+    def batch(self, calls: Sequence[Call], *, stop_on_error: bool = False) -> list[Outcome]:
+        """Run ``calls`` as :func:`backends.calls.run_calls` does, runs of ioctls without
+        its per-call dispatch (a suite sends a quarter of a million in batches)."""
+        return run_calls(self, calls, stop_on_error=stop_on_error,
+                         run_ioctls=direct_ioctls(self.ioctl))
 
     def _host_buffer(self, arg: IoctlArg, ctype: Any) -> bool:
         """Whether a typed pointer points at this process's memory (a cdata buffer the

@@ -14,6 +14,7 @@ then runs the command, which answers with ``min(size, sizeof)`` bytes.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from errno import EINVAL, ENOMEM, ENXIO, EOPNOTSUPP, EPERM
@@ -37,6 +38,9 @@ from backends.mock.files import File
 from backends.mock.mm import PAGE_SIZE, PROT_EXEC
 from backends.mock.objects import ObjectTable
 from backends.mock.private import IommufdCtx, Ucmd
+
+#: ffi.new without cffi's Python-level wrapper: every iommufd ioctl allocates its command
+_newp: Any = importlib.import_module("_cffi_backend").newp
 
 if TYPE_CHECKING:
     from backends.mock.kernel import Kernel
@@ -80,7 +84,7 @@ def iommufd_fops_ioctl(ctx: IommufdCtx, cmd: int, arg: int) -> int:
         raise kerr(ENOIOCTLCMD)
     if user_size < op.min_size:
         raise kerr(EINVAL)
-    ucmd = Ucmd(ctx, arg, user_size, ctx.kernel.ffi.new(op.ptype))
+    ucmd = Ucmd(ctx, arg, user_size, _newp(op.ptype, None))
     uaccess.copy_struct_from_user(ucmd.cmd, op.size, arg, user_size)
     try:
         ret = op.execute(ucmd)
