@@ -48,7 +48,7 @@ def _env_seconds(name: str, default: float) -> float:
     return float(value) if value else default
 
 
-#: the guest's script that hands edu to vfio-pci; ``--rescan`` after a restore
+#: the guest's script that hands edu to vfio-pci; ``--restored`` after a restore
 REBIND_EDU = "/bin/bind-edu"
 
 
@@ -131,13 +131,13 @@ class QemuBackend(RemoteBackend):
                       "deleted, booting afresh")
             store.discard()
             return None
-        # QEMU keeps no state of edu: enumerate it afresh (see vm_images/guest/bind-edu).
+        # QEMU keeps no state of edu: give it back its BAR (see vm_images/guest/bind-edu).
         try:
-            status, payload = guest.call("run", ([REBIND_EDU, "--rescan"], 60.0), 90.0)
+            status, payload = guest.call("run", ([REBIND_EDU, "--restored"], 60.0), 90.0)
         except BackendError as exc:
             status, payload = -1, str(exc)
         if status != OK or payload[0] != 0:
-            progress(f"restored guest could not re-enumerate edu ({payload}); "
+            progress(f"restored guest could not restore edu's BAR ({payload}); "
                      "booting afresh")
             guest.kill()
             return None
