@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,16 @@ def test_every_package_on_disk_is_in_the_distribution() -> None:
     assert setuptools["package-dir"] == {"harness.scenarios": "tests/iommufd"}
     for top in TOP_LEVEL:
         assert (ROOT / top / "py.typed").is_file()
+
+
+def test_files_read_at_run_time_are_package_data() -> None:
+    from backends.kernel import native
+    from vm_images import initramfs
+
+    data = PYPROJECT["tool"]["setuptools"]["package-data"]
+    for path in (native.SOURCE, initramfs.INIT, initramfs.VFIO_SELFTESTS, initramfs.BIND_EDU):
+        top, *rest = path.relative_to(ROOT).parts
+        assert any(fnmatch("/".join(rest), pattern) for pattern in data[top]), path
 
 
 def test_license_metadata_is_pep_639() -> None:
