@@ -57,23 +57,6 @@ def _struct_fits(arg: Any, lengths: dict[Any, int] = libc.LENGTHS,
     return length > 0 and arg != null and cast(u32_ptr, arg)[0] <= length
 
 
-def _direct_arg(arg: IoctlArg) -> Any:
-    """ioctl(2)'s third argument for ``arg``, or None when the kernel would read past the
-    caller's buffer (the call then goes through the guard page). An int or None is cast
-    here, before any fail-nth arming: nothing allocates in the armed window."""
-    if arg is None or isinstance(arg, int):
-        return libc.ioctl_arg(arg)
-    if _struct_fits(arg):
-        # The kernel reads no further than the buffer: the cdata goes as it is (the
-        # copy to the guard page costs more than the ioctl under TCG), and a pointer
-        # cdata needs no cast to ioctl's void * argument.
-        return arg
-    length = libc.argument_length(arg)
-    if length and libc.reads_past(arg, length):
-        return None
-    return arg
-
-
 class KernelBackend(Backend):
     """Real ioctls on this host's /dev/iommu, with this process's memory.
 
@@ -169,9 +152,18 @@ class KernelBackend(Backend):
         """ioctl(2); a cdata argument is copied to end at a guard page (see
         :mod:`backends.kernel.guard`) and its bytes copied back after the call, on
         success and on failure alike."""
-        carg = _direct_arg(arg)
-        if carg is None:
-            return self._guarded_ioctl(fd, request, arg)
+        if arg is None or isinstance(arg, int):
+            carg = libc.ioctl_arg(arg)  # cast before arming: nothing allocates in the window
+        elif _struct_fits(arg):
+            # The kernel reads no further than the buffer: the cdata goes as it is (the
+            # copy to the guard page costs more than the ioctl under TCG), and a pointer
+            # cdata needs no cast to ioctl's void * argument.
+            carg = arg
+        else:
+            length = libc.argument_length(arg)
+            if length and libc.reads_past(arg, length):
+                return self._guarded_ioctl(fd, request, arg)
+            carg = arg
         if not self._fail_nth.idle:
             ret: int = self._fail_nth.call(libc.raw_ioctl, fd, request, carg)
             return ret
