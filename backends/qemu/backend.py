@@ -15,6 +15,7 @@ one test. fds and addresses from before a crash mean nothing afterwards.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -70,6 +71,9 @@ class QemuBackend(RemoteBackend):
         self.call_timeout = call_timeout or _env_seconds(CALL_TIMEOUT_ENV, 60.0)
         self.boot_timeout = boot_timeout or _env_seconds(BOOT_TIMEOUT_ENV, 120.0)
         self._socket_dir = Path(tempfile.mkdtemp(prefix="iommufd-agent-"))
+        # Also when the owner never calls shutdown (an interrupt that ends the process
+        # first); only a SIGKILL leaves the directory behind.
+        atexit.register(self._remove_socket_dir)
         self._guest: Guest | None = None
         self._info: dict[str, Any] = {}
         self.boots = 0
@@ -160,6 +164,10 @@ class QemuBackend(RemoteBackend):
     def shutdown(self) -> None:
         """Power the guest off (killing QEMU if it does not go) and clean up. Idempotent."""
         self._stop_guest()
+        self._remove_socket_dir()
+        atexit.unregister(self._remove_socket_dir)
+
+    def _remove_socket_dir(self) -> None:
         shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def _stop_guest(self) -> None:

@@ -553,22 +553,26 @@ _OWNER = (
     "from test_qemu_protocol import FakeLauncher\n"
     "from backends.qemu import QemuBackend\n"
     "be = QemuBackend('x86_64', launcher=FakeLauncher(Path(sys.argv[3])))\n"
-    "print(be._guest._child.pid, flush=True)\n"
+    "print(be._guest._child.pid, be._socket_dir, flush=True)\n"
     "import time; time.sleep(60)\n")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_killed_host_takes_qemu_with_it(tmp_path, signum):
-    """SIGKILL: PR_SET_PDEATHSIG; SIGTERM, SIGINT: the handlers. QEMU dies with its owner."""
+    """SIGKILL: PR_SET_PDEATHSIG; SIGTERM, SIGINT: the handlers. QEMU dies with its owner,
+    and but for SIGKILL its socket directory goes even though the owner never shut down."""
     owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(ROOT), str(FAKE_QEMU.parent),
                               str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              text=True)
     try:
-        qemu_pid = int(owner.stdout.readline())
+        pid, sockets = owner.stdout.readline().split()
+        qemu_pid = int(pid)
         os.kill(qemu_pid, 0)  # running
         owner.send_signal(signum)
         assert _gone(qemu_pid)
         assert owner.wait(10) != 0
+        # The agent's socket directory goes too, unless nothing could run (SIGKILL).
+        assert Path(sockets).exists() == (signum == signal.SIGKILL)
     finally:
         owner.kill()
         owner.wait()
