@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,24 @@ def test_a_root_conftest_fixture_overrides_the_plugins(pytester: pytest.Pytester
     pytester.makepyfile(test_own=OWN_BACKEND_SCENARIO)
     args = ["-p", "no:hypothesispytest"] + (["--iommufd"] if woken == "by an option" else [])
     pytester.runpytest(*args).assert_outcomes(passed=1)
+
+
+def test_only_the_helpers_packages_asserts_are_rewritten() -> None:
+    """pytest rewrites every package of a plugin's distribution; the plugin keeps the
+    model, the backends, the headers and the image builder out of it (they hold no
+    assertion helpers, and the rewriter cost each fresh run half a second)."""
+    script = (
+        "import sys, pytest\n"
+        "from _pytest.assertion.rewrite import AssertionRewritingHook as Hook\n"
+        "pytest.main(['tests/iommufd/test_iommufd_ioas.py', '--collect-only', '-q',\n"
+        "             '-p', 'no:cacheprovider', '--iommufd-backend', 'mock'])\n"
+        "rewritten = {n for n, m in list(sys.modules.items())\n"
+        "             if isinstance(getattr(m, '__loader__', None), Hook)}\n"
+        "print('REWRITTEN', ' '.join(sorted(rewritten)))\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                          text=True, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("REWRITTEN"))
+    rewritten = set(line.split()[1:])
+    assert "harness.helpers.access" in rewritten
+    assert "backends.mock.main" not in rewritten and "backends.calls" not in rewritten
