@@ -5,7 +5,8 @@
 2. IOAS_MAP + IOAS_UNMAP per-operation time in an IOAS already holding 1,000 and
    100,000 areas (target: the 100k figure within 2x of the 1k one).
 
-Run: ``python3 benchmarks/bench_mock.py [--areas 1000,100000] [--ops 2000] [--repeat 3] [--no-suite]``.
+Run: ``python3 benchmarks/bench_mock.py [--areas 1000,100000] [--ops 2000] [--repeat 3]
+[--no-suite]``.
 Prints figures; it asserts nothing (performance is judged here, never in timed tests).
 """
 
