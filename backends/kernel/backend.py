@@ -47,16 +47,6 @@ def _probe_iommufd(dev_iommu: str) -> frozenset[str]:
         os.close(probe_fd)
 
 
-def _struct_fits(arg: Any, lengths: dict[Any, int] = libc.LENGTHS,
-                 typeof: Any = libc.ffi.typeof, cast: Any = libc.ffi.cast,
-                 u32_ptr: Any = libc.U32_PTR, null: Any = libc.ffi.NULL) -> bool:
-    """The common case, decided in one call: a non-NULL pointer to a struct type seen
-    before whose declared u32 ``size`` is within it (the names are bound once, as
-    defaults: under TCG every global lookup counts)."""
-    length = lengths.get(typeof(arg), 0)
-    return length > 0 and arg != null and cast(u32_ptr, arg)[0] <= length
-
-
 class KernelBackend(Backend):
     """Real ioctls on this host's /dev/iommu, with this process's memory.
 
@@ -154,15 +144,13 @@ class KernelBackend(Backend):
         success and on failure alike."""
         if arg is None or isinstance(arg, int):
             carg = libc.ioctl_arg(arg)  # cast before arming: nothing allocates in the window
-        elif _struct_fits(arg):
+        else:
+            length = libc.fast_argument_length(arg)
+            if length and libc.reads_past(arg, length):
+                return self._guarded_ioctl(fd, request, arg)
             # The kernel reads no further than the buffer: the cdata goes as it is (the
             # copy to the guard page costs more than the ioctl under TCG), and a pointer
             # cdata needs no cast to ioctl's void * argument.
-            carg = arg
-        else:
-            length = libc.argument_length(arg)
-            if length and libc.reads_past(arg, length):
-                return self._guarded_ioctl(fd, request, arg)
             carg = arg
         if not self._fail_nth.idle:
             ret: int = self._fail_nth.call(libc.raw_ioctl, fd, request, carg)

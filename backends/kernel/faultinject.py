@@ -119,7 +119,6 @@ class FailNth:
         self._allowed = allowed
         self._fds: dict[int, int] = {}
         self._pending: dict[int, int] = {}
-        #: some thread has a count that has not fired (the hot path's one check)
         #: no thread has a count: a call runs as it is (a plain attribute: the hot
         #: path's one check)
         self.idle = True
