@@ -11,8 +11,9 @@ Where the library comes from, first found wins:
   of a built library;
 * ``native-build/ioctl_loop.so`` beside this module: the guest images carry one,
   cross-built for their architecture (vm_images.initramfs);
-* a build with the host's ``cc`` in ``$XDG_CACHE_HOME/iommufd-harness/native/KEY``,
-  keyed by the source, the compiler and the machine.
+* a build with the host's ``cc`` in the cache (``$XDG_CACHE_HOME/iommufd-harness/native/KEY``,
+  see :func:`vm_images.cache.cache_root`), keyed by the source, the compiler and the
+  machine.
 
 Without any of them (no compiler on a lab host), batches run call by call in Python,
 as they did before; :func:`load_reason` says why.
@@ -158,7 +159,7 @@ def _load() -> tuple[IoctlLoop | None, str]:
     else:
         try:
             path = _host_build()
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, ImportError, subprocess.SubprocessError) as exc:
             return None, f"no prebuilt {PREBUILT.name} and no host build: {exc}"
     try:
         return IoctlLoop(path), str(path)
@@ -175,8 +176,9 @@ def _host_build() -> Path:
     for part in (SOURCE.read_bytes(), version.encode(), platform.machine().encode(),
                  " ".join(CFLAGS).encode()):
         digest.update(part + b"\0")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    entry = Path(base) / "iommufd-harness" / "native" / digest.hexdigest()[:16]
+    from vm_images.cache import cache_root  # host only: a guest carries the prebuilt
+
+    entry = cache_root() / "native" / digest.hexdigest()[:16]
     target = entry / PREBUILT.name
     if target.is_file():
         return target
