@@ -49,8 +49,9 @@ def _env_seconds(name: str, default: float) -> float:
     return float(value) if value else default
 
 
-#: the guest's script that hands edu to vfio-pci; ``--restored`` after a restore
-REBIND_EDU = "/bin/bind-edu"
+#: the guest's script that hands edu to vfio-pci at boot, and gives it back its BAR
+#: after a restore (``--restored``)
+BIND_EDU = "/bin/bind-edu"
 
 
 class QemuBackend(RemoteBackend):
@@ -137,7 +138,7 @@ class QemuBackend(RemoteBackend):
             return None
         # QEMU keeps no state of edu: give it back its BAR (see vm_images/guest/bind-edu).
         try:
-            status, payload = guest.call("run", ([REBIND_EDU, "--restored"], 60.0), 90.0)
+            status, payload = guest.call("run", ([BIND_EDU, "--restored"], 60.0), 90.0)
         except BackendError as exc:
             status, payload = -1, str(exc)
         if status != OK or payload[0] != 0:
