@@ -111,9 +111,13 @@ class Outcome:
         return self.value
 
 
+def _is_contract_call(call: Call) -> bool:
+    return bool(call) and call[0] in CONTRACT_CALLS
+
+
 def check_call(call: Call) -> None:
     """Reject a malformed call before anything runs."""
-    if not call or call[0] not in CONTRACT_CALLS:
+    if not _is_contract_call(call):
         op = call[0] if call else None
         raise ValueError(f"not a contract call: {op!r} (valid: {', '.join(CONTRACT_CALLS)})")
 
@@ -153,7 +157,7 @@ def run_calls(backend: Backend, calls: Sequence[Call], *,
     """Run ``calls`` in order on ``backend``; with ``stop_on_error`` the list
     ends with the first failed call. ``run_ioctls``, when given, is offered each run
     of consecutive ioctls first; the ones it declines go one by one."""
-    if not all(call and call[0] in CONTRACT_CALLS for call in calls):
+    if not all(map(_is_contract_call, calls)):  # one pass; the loop names the culprit
         for call in calls:
             check_call(call)
     outcomes: list[Outcome] = []
